@@ -1,0 +1,58 @@
+"""The FastAPI application: routers, error handlers, middleware, and the model's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from backend import __version__
+from backend.config import Settings, get_settings
+from backend.errors import install_error_handlers
+from backend.metrics import Metrics
+from backend.middleware import ObservabilityMiddleware
+from backend.routes import health, metrics, predict
+from backend.service import ClassifierFactory, ModelService, default_factory
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, classifier_factory: ClassifierFactory = default_factory) -> FastAPI:
+    settings = settings or get_settings()
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ModelService(settings, app_metrics, classifier_factory)
+        app.state.service = service
+        service.start()  # loads in the background; /ready says 503 until it is done
+        try:
+            yield
+        finally:
+            await service.stop(settings.shutdown_grace_s)
+
+    app = FastAPI(
+        title="Image classifier",
+        version=__version__,
+        summary="ImageNet (or your own) image classification behind POST /predict.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = app_metrics
+    install_error_handlers(app)
+    for router in (predict.router, health.router, metrics.router):
+        app.include_router(router)
+    if settings.cors_origins:  # closed by default: the frontend calls the backend server-side
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+    app.add_middleware(ObservabilityMiddleware, metrics=app_metrics, access_log=settings.access_log)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory backend.app:app_factory``."""
+    return create_app()

@@ -1,0 +1,45 @@
+"""Image classification without a web framework: decode untrusted bytes, preprocess, run a model.
+
+Public surface::
+
+    from backend.classifier import ModelSpec, load_classifier, ImageLimits
+    clf = load_classifier(ModelSpec(), runtime="onnx", cache_dir=Path("~/.cache/x").expanduser())
+    clf.classify([open("cat.jpg", "rb").read()], top_k=3)
+
+torch is only imported to build or export a model, never to serve an exported one.
+"""
+
+from ._classifier import Classifier, Prediction, PreparedImage, load_classifier
+from ._errors import (
+    ClassifierError,
+    ImageError,
+    ImageTooLarge,
+    InvalidImage,
+    ModelConfigError,
+    UnsupportedImage,
+)
+from ._images import SUPPORTED_FORMATS, ImageLimits
+from ._model import EMBEDDED_MODEL, ModelInfo, ModelSpec
+from ._preprocess import Preprocessing
+from ._runtimes import RuntimeName, default_threads
+
+__all__ = [
+    "EMBEDDED_MODEL",
+    "SUPPORTED_FORMATS",
+    "Classifier",
+    "ClassifierError",
+    "ImageError",
+    "ImageLimits",
+    "ImageTooLarge",
+    "InvalidImage",
+    "ModelConfigError",
+    "ModelInfo",
+    "ModelSpec",
+    "Prediction",
+    "PreparedImage",
+    "Preprocessing",
+    "RuntimeName",
+    "UnsupportedImage",
+    "default_threads",
+    "load_classifier",
+]

@@ -1,0 +1,108 @@
+"""The classifier: bytes in, ranked classes out. Framework-free; the web layer wraps it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._images import DecodedImage, ImageLimits, decode_image
+from ._model import ModelInfo, ModelSpec
+from ._runtimes import OnnxRuntime, Runtime, RuntimeName, TorchRuntime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready for the model: the crop as ``uint8`` ``(H, W, 3)`` and what was decoded."""
+
+    pixels: np.ndarray
+    format: str
+    width: int
+    height: int
+
+
+class Classifier:
+    def __init__(self, info: ModelInfo, runtime: Runtime) -> None:
+        self.info = info
+        self.runtime = runtime
+        self._labels = info.labels
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        size = self.info.preprocessing.crop_size
+        return (size, size, 3)
+
+    def prepare(self, data: bytes, limits: ImageLimits) -> PreparedImage:
+        """Decode and preprocess one image. Thread-safe; Pillow releases the GIL while it works."""
+        decoded: DecodedImage = decode_image(data, limits, min_short_side=self.info.preprocessing.resize_size)
+        pixels = self.info.preprocessing(decoded.image)
+        return PreparedImage(pixels, decoded.format, decoded.width, decoded.height)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 in, ``(N, classes)`` probabilities out."""
+        return self.runtime(batch)
+
+    def top_k(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
+        """The ``k`` most likely classes of one image, most likely first (ties: lower index first)."""
+        k = max(1, min(k, probabilities.shape[-1]))
+        if k < probabilities.shape[-1]:
+            candidates = np.argpartition(-probabilities, k - 1)[:k]
+        else:
+            candidates = np.arange(probabilities.shape[-1])
+        order = candidates[np.lexsort((candidates, -probabilities[candidates]))]
+        return [Prediction(int(i), self._labels[i], float(probabilities[i])) for i in order]
+
+    def classify(self, images: list[bytes], top_k: int = 5, limits: ImageLimits | None = None) -> list[list[Prediction]]:
+        """Convenience for scripts and tests: classify ``images`` in one batch, in the calling thread."""
+        limits = limits or ImageLimits()
+        batch = np.stack([self.prepare(data, limits).pixels for data in images])
+        return [self.top_k(row, top_k) for row in self.probabilities(batch)]
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> float:
+        """Run the model on blank batches so the first request pays no one-time costs; returns seconds."""
+        started = time.perf_counter()
+        for n in batch_sizes:
+            self.probabilities(np.zeros((n, *self.input_shape), dtype=np.uint8))
+        return time.perf_counter() - started
+
+
+def load_classifier(
+    spec: ModelSpec,
+    *,
+    runtime: RuntimeName = "onnx",
+    cache_dir: Path,
+    threads: int = 0,
+) -> Classifier:
+    """Build the classifier for ``spec`` on ``runtime``. ONNX exports are cached in ``cache_dir``."""
+    started = time.perf_counter()
+    if runtime == "onnx":
+        from ._export import INFO_FILE, ensure_onnx
+
+        artifact = ensure_onnx(spec, cache_dir)
+        info = ModelInfo.from_json((artifact / INFO_FILE).read_text(encoding="utf-8"))
+        classifier = Classifier(info, OnnxRuntime(artifact, threads))
+    elif runtime == "torch":
+        from ._export import deployable
+        from ._sources import build_module
+
+        module, info = build_module(spec)
+        classifier = Classifier(info, TorchRuntime(deployable(module, info), threads))
+    else:
+        raise ValueError(f"unknown runtime {runtime!r}")
+    logger.info(
+        "model loaded",
+        extra={"model": info.name, "runtime": runtime, "seconds": round(time.perf_counter() - started, 3)},
+    )
+    return classifier

@@ -1,0 +1,64 @@
+"""One pure-ASGI middleware for what every request needs: metrics and a structured access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.metrics import Metrics
+
+logger = logging.getLogger("backend.access")
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_progress.dec()
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            # The route's template, never the raw path: unmatched paths would explode label cardinality.
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.request_latency.labels(template).observe(elapsed)
+            if self.access_log:
+                self._log(scope, status, elapsed)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, elapsed: float) -> None:
+        headers = dict(scope.get("headers") or [])
+        client = scope.get("client")
+        query = scope.get("query_string", b"").decode("latin-1")
+        http_request: dict[str, Any] = {
+            "requestMethod": scope["method"],
+            "requestUrl": scope["path"] + (f"?{query}" if query else ""),
+            "status": status,
+            "latency": f"{elapsed:.6f}s",
+            "userAgent": headers.get(b"user-agent", b"").decode("latin-1"),
+            "remoteIp": client[0] if client else None,
+            "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
+        }
+        level = logging.WARNING if status >= 500 else logging.INFO
+        logger.log(level, "%s %s %d", scope["method"], scope["path"], status, extra={"httpRequest": http_request})

@@ -1,0 +1,38 @@
+"""``python -m backend.prefetch``: fetch the configured model's weights and export it, ahead of serving.
+
+Used at container build time, so the image holds the ONNX model and a cold start reads no network::
+
+    MODEL_NAME=resnet50 python -m backend.prefetch
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from backend.classifier import ModelSpec, load_classifier
+from backend.config import get_settings
+from backend.logs import configure_logging
+
+logger = logging.getLogger("backend.prefetch")
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=settings.model_name, help="default: MODEL_NAME")
+    parser.add_argument("--weights", default=settings.model_weights, help="default: MODEL_WEIGHTS")
+    parser.add_argument("--runtime", default=settings.runtime, choices=["onnx", "torch"], help="default: RUNTIME")
+    args = parser.parse_args(argv)
+    configure_logging(settings.log_level)
+    spec = ModelSpec(args.model, args.weights, settings.model_checkpoint, settings.model_labels)
+    classifier = load_classifier(spec, runtime=args.runtime, cache_dir=settings.model_cache_dir, threads=1)
+    classifier.warm_up()
+    logger.info(
+        "prefetched",
+        extra={"model": classifier.info.name, "weights": classifier.info.weights, "cache": str(settings.model_cache_dir)},
+    )
+
+
+if __name__ == "__main__":
+    main()

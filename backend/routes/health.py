@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from backend.deps import ServiceDep, SettingsDep
+from backend.schemas import ErrorResponse, HealthResponse, ModelResponse, PreprocessingInfo, ReadyResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
+async def health() -> HealthResponse:
+    return HealthResponse()
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "loading, failed, or shutting down"}},
+    summary="Readiness: the model is loaded and warmed up",
+)
+async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
+    if service.state == "ready":
+        return ReadyResponse(status="ready")
+    body = ReadyResponse(status=service.state, detail=service.error)
+    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get(
+    "/model",
+    response_model=ModelResponse,
+    responses={503: {"model": ErrorResponse, "description": "the model is not loaded"}},
+    summary="The model being served and how inputs are prepared for it",
+)
+async def model(service: ServiceDep, settings: SettingsDep) -> ModelResponse:
+    classifier, _ = service.ensure_ready()
+    info = classifier.info
+    p = info.preprocessing
+    return ModelResponse(
+        name=info.name,
+        weights=info.weights,
+        source=info.source,
+        runtime=classifier.runtime.name,
+        num_classes=info.num_classes,
+        input_size=(p.crop_size, p.crop_size, 3),
+        preprocessing=PreprocessingInfo(
+            resize_size=p.resize_size, crop_size=p.crop_size, mean=p.mean, std=p.std, interpolation=p.interpolation
+        ),
+        max_batch_size=settings.max_batch_size,
+        max_files=settings.max_files,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+    )

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from backend.deps import ServiceDep, SettingsDep
+from backend.errors import PREDICT_ERRORS
+from backend.schemas import ClassScore, ImagePrediction, PredictResponse
+from backend.uploads import read_uploads
+
+router = APIRouter(tags=["predict"])
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "Images as multipart `file` parts (several allowed), or one image as the raw body.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "required": ["file"],
+            }
+        },
+        "image/jpeg": _BINARY,
+        "image/png": _BINARY,
+        "image/webp": _BINARY,
+        "application/octet-stream": _BINARY,
+    },
+}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=PREDICT_ERRORS,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    summary="Classify one or more images",
+)
+async def predict(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    top_k: Annotated[int | None, Query(ge=1, le=1000, description="how many classes per image (default 5)")] = None,
+) -> PredictResponse:
+    """Top-k ImageNet (or your checkpoint's) classes for each image, most probable first.
+
+    ```
+    curl -F file=@cat.jpg -F file=@dog.png 'http://127.0.0.1:8000/predict?top_k=3'
+    curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/predict
+    ```
+    """
+    started = time.perf_counter()
+    service.ensure_ready()  # answer 503 before reading a body we could not use
+    k = top_k or settings.default_top_k
+    length = request.headers.get("content-length")
+    async with asyncio.timeout(settings.request_timeout_s):
+        uploads = await read_uploads(
+            request.headers.get("content-type"),
+            int(length) if length and length.isdigit() else None,
+            request.stream(),
+            max_files=settings.max_files,
+            max_image_bytes=settings.max_image_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        results = await service.classify(uploads, k)
+    model = service.classifier.info.name if service.classifier else settings.model_name
+    return PredictResponse(
+        model=model,
+        top_k=len(results[0].predictions),  # k, or the number of classes if fewer
+        results=[
+            ImagePrediction(
+                filename=r.filename,
+                format=r.prepared.format,
+                width=r.prepared.width,
+                height=r.prepared.height,
+                predictions=[ClassScore(index=p.index, label=p.label, probability=p.probability) for p in r.predictions],
+            )
+            for r in results
+        ],
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+    )

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.classifier import Classifier, ModelSpec, load_classifier
+from tests.support import backend_server
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model cache holding the embedded model's ONNX export, made once per test session."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    load_classifier(ModelSpec(), runtime="onnx", cache_dir=cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def onnx_classifier(model_cache: Path) -> Classifier:
+    return load_classifier(ModelSpec(), runtime="onnx", cache_dir=model_cache, threads=2)
+
+
+@pytest.fixture(scope="session")
+def torch_classifier(model_cache: Path) -> Classifier:
+    return load_classifier(ModelSpec(), runtime="torch", cache_dir=model_cache, threads=2)
+
+
+@pytest.fixture(scope="session")
+def live_backend(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real backend (``python -m backend``, embedded model, ONNX) on a free port, shared by a session."""
+    log = tmp_path_factory.mktemp("logs") / "backend.log"
+    with backend_server({"MODEL_CACHE_DIR": str(model_cache), "ACCESS_LOG": "false"}, log) as url:
+        yield url

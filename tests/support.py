@@ -1,0 +1,97 @@
+"""Helpers the tests share: real photos, free ports, and real server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+import skimage
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+CAT = SKIMAGE_DATA / "chelsea.png"  # a tabby cat, photographed by someone else
+COFFEE = SKIMAGE_DATA / "coffee.png"  # a cup of espresso
+CAT_CLASSES = frozenset({"tabby", "tiger cat", "Egyptian cat"})
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a tool is missing on a developer's machine; in CI the same gap is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must be able to run this test: {reason}")
+    pytest.skip(reason)
+
+
+def need_executable(name: str) -> str:
+    path = shutil.which(name)
+    need(path is not None, f"{name} is not installed")
+    assert path is not None
+    return path
+
+
+def jpeg_bytes(path: Path, size: tuple[int, int] | None = None, quality: int = 90) -> bytes:
+    """A real photo re-encoded as JPEG, optionally resized (to make phone-sized or small test images)."""
+    image = Image.open(path).convert("RGB")
+    if size is not None:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 200, failing early if ``process`` dies."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
+        try:
+            response = httpx.get(url, timeout=2.0)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s: {last}")
+
+
+@contextlib.contextmanager
+def backend_server(env: Mapping[str, str], log_path: Path, ready_timeout: float = 90.0) -> Iterator[str]:
+    """Run ``python -m backend`` (uvicorn, the real entry point) on a free port; yield its base URL."""
+    port = free_port()
+    full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=full_env, stdout=log, stderr=log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for(f"{base}/ready", ready_timeout, process)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
