@@ -80,9 +80,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", f"Invalid request: {problems}.")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers) if exc.headers else None)
+        detail = str(exc.detail)
+        if exc.status_code in (404, 405):
+            detail = f"{detail}: {request.method} {request.url.path}. The API is described at /docs."
+        return error_response(exc.status_code, code, detail, dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
-disable_created_metrics()  # the *_created series double the output and no dashboard reads them
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the output and no dashboard reads them
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _INFERENCE_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
@@ -15,7 +15,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "http_requests", "HTTP requests answered, by route, method and status", ["route", "method", "status"], registry=r
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_latency = Histogram(
             "http_request_duration_seconds", "Time to answer a request", ["route"], buckets=_LATENCY_BUCKETS, registry=r
@@ -25,11 +28,17 @@ class Metrics:
         self.image_errors = Counter("image_errors", "Images refused, by reason", ["code"], registry=r)
         self.rejected = Counter("requests_shed", "Requests refused with 503 because the queue was full", registry=r)
         self.preprocess_latency = Histogram(
-            "image_preprocess_duration_seconds", "Decode and preprocess time per image", buckets=_INFERENCE_BUCKETS, registry=r
+            "image_preprocess_duration_seconds",
+            "Decode and preprocess time per image",
+            buckets=_INFERENCE_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("inference_queue_depth", "Images waiting for the model", registry=r)
         self.batch_size = Histogram(
-            "inference_batch_size", "Images per forward pass", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r
+            "inference_batch_size",
+            "Images per forward pass",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=r,
         )
         self.inference_latency = Histogram(
             "inference_duration_seconds", "Time of one forward pass", buckets=_INFERENCE_BUCKETS, registry=r

@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     classifier.warm_up()
     logger.info(
         "prefetched",
-        extra={"model": classifier.info.name, "weights": classifier.info.weights, "cache": str(settings.model_cache_dir)},
+        extra={
+            "model": classifier.info.name,
+            "weights": classifier.info.weights,
+            "cache": str(settings.model_cache_dir),
+        },
     )
 
 

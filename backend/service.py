@@ -162,4 +162,3 @@ class ModelService:
             except TimeoutError:
                 logger.warning("shutdown grace period over with images still queued")
         self._decoders.shutdown(wait=False, cancel_futures=True)
-

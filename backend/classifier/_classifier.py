@@ -64,7 +64,9 @@ class Classifier:
         order = candidates[np.lexsort((candidates, -probabilities[candidates]))]
         return [Prediction(int(i), self._labels[i], float(probabilities[i])) for i in order]
 
-    def classify(self, images: list[bytes], top_k: int = 5, limits: ImageLimits | None = None) -> list[list[Prediction]]:
+    def classify(
+        self, images: list[bytes], top_k: int = 5, limits: ImageLimits | None = None
+    ) -> list[list[Prediction]]:
         """Convenience for scripts and tests: classify ``images`` in one batch, in the calling thread."""
         limits = limits or ImageLimits()
         batch = np.stack([self.prepare(data, limits).pixels for data in images])

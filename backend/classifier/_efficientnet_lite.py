@@ -39,7 +39,7 @@ class _SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads: list[int] = []
-        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True):
             total = max((math.ceil(int(size) / s) - 1) * s + k - int(size), 0)
             pads += [total // 2, total - total // 2]
         if any(pads):
@@ -73,7 +73,8 @@ class _MBConv(nn.Module):
             y = F.relu6(self._bn0(self._expand_conv(y)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        return y + x if self.has_skip else y
+        out: torch.Tensor = y + x if self.has_skip else y
+        return out
 
 
 class EfficientNetLite0(nn.Module):
@@ -99,4 +100,5 @@ class EfficientNetLite0(nn.Module):
             x = block(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self._fc(self._dropout(x))
+        logits: torch.Tensor = self._fc(self._dropout(x))
+        return logits

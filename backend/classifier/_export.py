@@ -38,6 +38,9 @@ def deployable(module: torch.nn.Module, info: ModelInfo) -> torch.nn.Module:
     import torch
 
     class Deployable(torch.nn.Module):
+        scale: torch.Tensor
+        shift: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.model = module
@@ -69,7 +72,8 @@ def _file_digest(*paths: Path) -> str:
 def artifact_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     """Where the export of ``spec`` lives. Checkpoints are keyed by content, so a new file is re-exported."""
     if spec.source == "checkpoint":
-        assert spec.checkpoint is not None and spec.labels is not None
+        assert spec.checkpoint is not None
+        assert spec.labels is not None
         key = f"{_slug(spec.name)}-ckpt-{_file_digest(spec.checkpoint, spec.labels)}"
     elif spec.source == "embedded":
         key = "efficientnet_lite0-embedded"
@@ -89,7 +93,7 @@ def export_onnx(module: torch.nn.Module, info: ModelInfo, directory: Path) -> No
         # The TorchScript-based exporter announces its deprecation, and tracing notes that Python
         # ints derived from shapes become constants; both are expected: H and W are fixed by the crop.
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
             wrapped,

@@ -60,8 +60,8 @@ class Preprocessing:
         width, height = image.size
         new_w, new_h = self.resized_size(width, height)
         crop = self.crop_size
-        top = int(round((new_h - crop) / 2.0))
-        left = int(round((new_w - crop) / 2.0))
+        top = round((new_h - crop) / 2.0)
+        left = round((new_w - crop) / 2.0)
         if (new_w, new_h) == (width, height):
             region = image.crop((left, top, left + crop, top + crop))
         else:

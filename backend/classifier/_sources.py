@@ -58,7 +58,8 @@ def _weights_enum(name: str) -> type[WeightsEnum]:
             f"Unknown model {name!r}. Use {EMBEDDED_MODEL!r} (embedded) or a torchvision classification "
             f"model such as resnet18, resnet50, mobilenet_v3_large (all: {', '.join(sorted(classification))})."
         )
-    return tvm.get_model_weights(name)
+    weights: type[WeightsEnum] = tvm.get_model_weights(name)
+    return weights
 
 
 def resolve_weights(name: str, weights: str) -> WeightsEnum:

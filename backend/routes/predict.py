@@ -77,7 +77,9 @@ async def predict(
                 format=r.prepared.format,
                 width=r.prepared.width,
                 height=r.prepared.height,
-                predictions=[ClassScore(index=p.index, label=p.label, probability=p.probability) for p in r.predictions],
+                predictions=[
+                    ClassScore(index=p.index, label=p.label, probability=p.probability) for p in r.predictions
+                ],
             )
             for r in results
         ],

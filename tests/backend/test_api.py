@@ -1,0 +1,295 @@
+"""The HTTP API through FastAPI's TestClient: answers, errors, readiness, docs, metrics."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from backend.app import create_app
+from backend.classifier import Classifier
+from backend.config import Settings
+from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+
+CAT_JPEG = jpeg_bytes(CAT)
+COFFEE_JPEG = jpeg_bytes(COFFEE)
+
+
+def _wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/ready").json()
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def make_client(model_cache: Path, onnx_classifier: Classifier) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(
+        factory: Callable[[Settings], Classifier] | None = None, wait: bool = True, **overrides: Any
+    ) -> TestClient:
+        settings = Settings(_env_file=None, model_cache_dir=model_cache, access_log=False, **overrides)
+        app = create_app(settings, factory or (lambda _: onnx_classifier))
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        if wait:
+            _wait_ready(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def _assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert isinstance(body["detail"], str)
+    assert len(body["detail"]) > 10
+    if code is not None:
+        assert body["code"] == code
+    return body
+
+
+def test_multipart_upload_is_classified(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("cat.jpg", CAT_JPEG, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "efficientnet_lite0"
+    assert body["top_k"] == 5
+    (result,) = body["results"]
+    assert result["filename"] == "cat.jpg"
+    assert (result["format"], result["width"], result["height"]) == ("JPEG", 451, 300)
+    predictions = result["predictions"]
+    assert len(predictions) == 5
+    assert predictions[0]["label"] in CAT_CLASSES
+    assert predictions[0]["index"] in {281, 282, 285}
+    probabilities = [p["probability"] for p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert body["elapsed_ms"] > 0
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/octet-stream", None])
+def test_raw_body_is_classified(client: TestClient, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/predict", content=COFFEE_JPEG, headers=headers)
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["filename"] is None
+    assert result["predictions"][0]["label"] == "espresso"
+
+
+def test_several_files_keep_their_order_and_names(client: TestClient) -> None:
+    files = [
+        ("file", ("a-coffee.jpg", COFFEE_JPEG, "image/jpeg")),
+        ("file", ("b-cat.png", CAT.read_bytes(), "image/png")),
+        ("file", ("c-coffee.png", COFFEE.read_bytes(), "image/png")),
+    ]
+    response = client.post("/predict", params={"top_k": 3}, files=files)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == ["a-coffee.jpg", "b-cat.png", "c-coffee.png"]
+    assert [r["predictions"][0]["label"] in CAT_CLASSES for r in results] == [False, True, False]
+    assert results[0]["predictions"][0]["label"] == "espresso"
+    assert all(len(r["predictions"]) == 3 for r in results)
+
+
+def test_top_k_1000_returns_every_class_summing_to_one(client: TestClient) -> None:
+    response = client.post("/predict?top_k=1000", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+    predictions = response.json()["results"][0]["predictions"]
+    assert len(predictions) == 1000
+    assert sum(p["probability"] for p in predictions) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("top_k", ["0", "1001", "-3", "five"])
+def test_top_k_out_of_range_is_422(client: TestClient, top_k: str) -> None:
+    response = client.post(f"/predict?top_k={top_k}", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+    body = _assert_error(response, 422, "invalid_request")
+    assert "top_k" in body["detail"]
+
+
+def test_empty_body_is_400(client: TestClient) -> None:
+    body = _assert_error(client.post("/predict"), 400, "no_image")
+    assert "curl" in body["detail"]
+
+
+def test_form_without_a_file_part_is_400(client: TestClient) -> None:
+    response = client.post("/predict", files={"image": (None, "not a file")})  # multipart, one text field
+    body = _assert_error(response, 400, "no_image")
+    assert "image" in body["detail"]
+
+
+def test_text_file_named_jpg_is_415(client: TestClient) -> None:
+    files = {"file": ("cat.jpg", b"I am not a cat, I am a text file.\n" * 10, "image/jpeg")}
+    body = _assert_error(client.post("/predict", files=files), 415, "unsupported_image")
+    assert body["filename"] == "cat.jpg"
+    assert "JPEG, PNG" in body["detail"]
+
+
+def test_truncated_jpeg_is_400(client: TestClient) -> None:
+    files = {"file": ("cut.jpg", CAT_JPEG[: len(CAT_JPEG) // 2], "image/jpeg")}
+    _assert_error(client.post("/predict", files=files), 400, "invalid_image")
+
+
+def test_unsupported_format_is_415(client: TestClient) -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(out, "PCX")
+    _assert_error(client.post("/predict", content=out.getvalue()), 415, "unsupported_image")
+
+
+def test_one_bad_file_among_good_ones_names_the_bad_one(client: TestClient) -> None:
+    files = [("file", ("good.jpg", CAT_JPEG, "image/jpeg")), ("file", ("bad.jpg", b"garbage" * 50, "image/jpeg"))]
+    body = _assert_error(client.post("/predict", files=files), 415, "unsupported_image")
+    assert (body["filename"], body["index"]) == ("bad.jpg", 1)
+    assert body["detail"].startswith("bad.jpg:")
+
+
+def test_image_over_the_byte_limit_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_image_bytes=len(CAT_JPEG) - 1)
+    _assert_error(client.post("/predict", files={"file": ("cat.jpg", CAT_JPEG)}), 413, "image_too_large")
+    _assert_error(client.post("/predict", content=CAT_JPEG), 413, "image_too_large")
+
+
+def test_body_over_the_request_limit_is_413_before_reading_it(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_image_bytes=1000, max_files=2)
+    response = client.post("/predict", content=b"x" * 10_000, headers={"Content-Type": "image/jpeg"})
+    _assert_error(response, 413)
+
+
+def test_image_over_the_pixel_limit_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_image_pixels=100_000)
+    body = _assert_error(client.post("/predict", content=CAT_JPEG), 413, "image_too_large")
+    assert "megapixels" in body["detail"]
+
+
+def test_too_many_files_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_files=3)
+    files = [("file", (f"{i}.jpg", CAT_JPEG, "image/jpeg")) for i in range(4)]
+    body = _assert_error(client.post("/predict", files=files), 413, "too_many_files")
+    assert "at most 3" in body["detail"]
+    assert client.post("/predict", files=files[:3]).status_code == 200
+
+
+def test_uploads_never_touch_the_disk(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    for name in ("SpooledTemporaryFile", "NamedTemporaryFile", "TemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    big = jpeg_bytes(CAT, size=(3000, 2000), quality=98)
+    assert len(big) > 1_000_000  # larger than Starlette's 1 MB in-memory spool
+    response = client.post("/predict", files=[("file", ("big.jpg", big, "image/jpeg"))] * 2)
+    assert response.status_code == 200, response.text
+
+
+def test_filenames_are_sanitised_before_being_echoed(client: TestClient) -> None:
+    # Written by hand: HTTP clients would percent-encode the control characters.
+    body = (
+        b"--b0undary\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="..\\..\\etc/\x07pass\twd.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + CAT_JPEG + b"\r\n--b0undary--\r\n"
+    )
+    response = client.post("/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["filename"] == "passwd.jpg"
+
+
+def test_health_ready_and_model(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json()["status"] == "ready"
+    info = client.get("/model").json()
+    assert info["name"] == "efficientnet_lite0"
+    assert info["source"] == "embedded"
+    assert info["runtime"] == "onnx"
+    assert info["num_classes"] == 1000
+    assert info["input_size"] == [224, 224, 3]
+    assert info["preprocessing"]["resize_size"] == 256
+    assert "efficientnet-lite0" in info["weights"]
+
+
+def test_not_ready_until_the_model_is_loaded(
+    make_client: Callable[..., TestClient], onnx_classifier: Classifier
+) -> None:
+    gate = threading.Event()
+
+    def slow_factory(_: Settings) -> Classifier:
+        assert gate.wait(30)
+        return onnx_classifier
+
+    client = make_client(factory=slow_factory, wait=False)
+    assert client.get("/health").status_code == 200
+    ready = client.get("/ready")
+    assert (ready.status_code, ready.json()["status"]) == (503, "loading")
+    assert ready.headers["retry-after"]
+    response = client.post("/predict", content=CAT_JPEG)
+    _assert_error(response, 503, "model_loading")
+    assert response.headers["retry-after"]
+    _assert_error(client.get("/model"), 503)
+    gate.set()
+    _wait_ready(client)
+    assert client.post("/predict", content=CAT_JPEG).status_code == 200
+
+
+def test_a_model_that_fails_to_load_is_reported(make_client: Callable[..., TestClient]) -> None:
+    def broken(_: Settings) -> Classifier:
+        raise RuntimeError("weights file is corrupt")
+
+    client = make_client(factory=broken, wait=False)
+    deadline = time.monotonic() + 10
+    while client.get("/ready").json()["status"] == "loading":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "failed", "detail": "RuntimeError: weights file is corrupt"}
+    body = _assert_error(client.post("/predict", content=CAT_JPEG), 503, "model_failed")
+    assert "corrupt" in body["detail"]
+
+
+def test_unknown_route_is_json_404(client: TestClient) -> None:
+    _assert_error(client.get("/nope"), 404, "not_found")
+    _assert_error(client.get("/predict"), 405, "method_not_allowed")
+
+
+def test_openapi_documents_every_response_with_a_schema(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) >= {"multipart/form-data", "image/jpeg", "application/octet-stream"}
+    for status in ("200", "400", "413", "415", "422", "503"):
+        schema = predict["responses"][status]["content"]["application/json"]["schema"]
+        assert "$ref" in schema, (status, schema)
+    assert predict["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    for path in ("/health", "/ready", "/model"):
+        assert "$ref" in spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+def test_metrics_count_requests_batches_and_model(client: TestClient) -> None:
+    client.post("/predict", content=CAT_JPEG)
+    client.post("/predict", content=b"junk" * 100)
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'http_requests_total{method="POST",route="/predict",status="415"} 1.0' in text
+    assert "inference_batch_size_count 1.0" in text
+    assert 'image_errors_total{code="unsupported_image"} 1.0' in text
+    assert "images_classified_total 1.0" in text
+    assert 'model_info{name="efficientnet_lite0"' in text
+    assert "model_ready 1.0" in text
+    assert "inference_queue_depth" in text
+    assert "http_request_duration_seconds_bucket" in text

@@ -1,0 +1,166 @@
+"""Model loading: the embedded model, torchvision models through their real weights cache, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.models import ResNet18_Weights
+
+from backend.classifier import Classifier, ImageLimits, ModelConfigError, ModelSpec, load_classifier
+from backend.classifier._export import artifact_dir
+from backend.classifier._sources import build_module
+from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+
+PHOTOS = [CAT.read_bytes(), COFFEE.read_bytes(), jpeg_bytes(CAT, size=(640, 480)), jpeg_bytes(COFFEE, (4032, 3024))]
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_embedded_model_recognises_real_photos(
+    runtime: str, onnx_classifier: Classifier, torch_classifier: Classifier
+) -> None:
+    classifier = onnx_classifier if runtime == "onnx" else torch_classifier
+    cat, coffee = classifier.classify([CAT.read_bytes(), COFFEE.read_bytes()], top_k=5)
+    assert cat[0].label in CAT_CLASSES
+    assert coffee[0].label == "espresso"
+    assert [p.probability for p in cat] == sorted((p.probability for p in cat), reverse=True)
+
+
+def test_probabilities_of_all_classes_sum_to_one(onnx_classifier: Classifier) -> None:
+    (everything,) = onnx_classifier.classify([CAT.read_bytes()], top_k=1000)
+    assert len(everything) == 1000
+    assert len({p.index for p in everything}) == 1000
+    assert sum(p.probability for p in everything) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_onnx_runtime_agrees_with_eager_pytorch(onnx_classifier: Classifier, torch_classifier: Classifier) -> None:
+    """The fast path's parity with the reference: same top-5, probabilities within 1e-4 absolute."""
+    for fast, reference in zip(onnx_classifier.classify(PHOTOS, 5), torch_classifier.classify(PHOTOS, 5), strict=True):
+        assert [p.index for p in fast] == [p.index for p in reference]
+        np.testing.assert_allclose([p.probability for p in fast], [p.probability for p in reference], atol=1e-4)
+
+
+def test_batched_and_single_inference_agree(onnx_classifier: Classifier) -> None:
+    pixels = np.stack([onnx_classifier.prepare(photo, ImageLimits()).pixels for photo in PHOTOS])
+    batched = onnx_classifier.probabilities(pixels)
+    one_by_one = np.concatenate([onnx_classifier.probabilities(pixels[i : i + 1]) for i in range(len(PHOTOS))])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_onnx_runtime_does_not_import_torch(model_cache: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from backend.classifier import ModelSpec, load_classifier; "
+        f"c = load_classifier(ModelSpec(), runtime='onnx', cache_dir=Path({str(model_cache)!r})); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch"
+
+
+def _place_resnet18_weights(torch_home: Path) -> dict[str, torch.Tensor]:
+    """Put a state dict where torchvision looks for ResNet18_Weights.IMAGENET1K_V1 before downloading.
+
+    There is no network here, so the weights are freshly initialised ones; what is tested is the real
+    loading path: weights enum -> get_state_dict -> load_state_dict_from_url's cache lookup in TORCH_HOME.
+    """
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(num_classes=1000).state_dict()
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url))
+    return dict(state)
+
+
+def test_torchvision_model_loads_weights_from_the_torch_home_cache(torch_home: Path) -> None:
+    state = _place_resnet18_weights(torch_home)
+    module, info = build_module(ModelSpec("resnet18", "DEFAULT"))
+    loaded = module.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert info.source == "torchvision"
+    assert info.weights == "ResNet18_Weights.IMAGENET1K_V1"
+    assert info.labels == tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    assert (info.preprocessing.resize_size, info.preprocessing.crop_size) == (256, 224)
+
+
+def test_torchvision_model_serves_through_onnx_with_its_own_labels(torch_home: Path, tmp_path: Path) -> None:
+    _place_resnet18_weights(torch_home)
+    spec = ModelSpec("resnet18", "IMAGENET1K_V1")
+    fast = load_classifier(spec, runtime="onnx", cache_dir=tmp_path / "cache", threads=1)
+    reference = load_classifier(spec, runtime="torch", cache_dir=tmp_path / "cache", threads=1)
+    assert (artifact_dir(spec, tmp_path / "cache") / "model.onnx").is_file()
+    assert fast.info.num_classes == 1000
+    for a, b in zip(fast.classify(PHOTOS[:2], 3), reference.classify(PHOTOS[:2], 3), strict=True):
+        assert [p.index for p in a] == [p.index for p in b]
+        np.testing.assert_allclose([p.probability for p in a], [p.probability for p in b], atol=1e-4)
+
+
+def test_without_cached_weights_or_network_the_error_says_how_to_fix_it(torch_home: Path) -> None:
+    with pytest.raises(ModelConfigError, match=r"TORCH_HOME|prefetch"):
+        build_module(ModelSpec("resnet18"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (ModelSpec("resnet9000"), "Unknown model"),
+        (ModelSpec("resnet18", "IMAGENET9K"), "no weights"),
+        (ModelSpec("fasterrcnn_resnet50_fpn"), "Unknown model"),  # detection, not classification
+    ],
+)
+def test_bad_model_configuration_is_explained(spec: ModelSpec, message: str) -> None:
+    with pytest.raises(ModelConfigError, match=message):
+        build_module(spec)
+
+
+def _fine_tuned_resnet18(tmp_path: Path, labels: list[str], wrap: bool = False) -> ModelSpec:
+    torch.manual_seed(3)
+    model = torchvision.models.resnet18(num_classes=len(labels))
+    state: object = (
+        {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}} if wrap else model.state_dict()
+    )
+    torch.save(state, tmp_path / "finetuned.pt")
+    (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
+    return ModelSpec("resnet18", checkpoint=tmp_path / "finetuned.pt", labels=tmp_path / "labels.txt")
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["plain", "lightning-style"])
+def test_fine_tuned_checkpoint_with_its_own_classes(tmp_path: Path, wrap: bool) -> None:
+    spec = _fine_tuned_resnet18(tmp_path, ["healthy leaf", "rust", "blight"], wrap=wrap)
+    classifier = load_classifier(spec, runtime="onnx", cache_dir=tmp_path / "cache", threads=1)
+    assert classifier.info.labels == ("healthy leaf", "rust", "blight")
+    assert classifier.info.source == "checkpoint"
+    (predictions,) = classifier.classify([CAT.read_bytes()], top_k=10)  # more than there are classes
+    assert len(predictions) == 3
+    assert {p.label for p in predictions} == {"healthy leaf", "rust", "blight"}
+    assert sum(p.probability for p in predictions) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_checkpoint_that_does_not_fit_its_labels_is_explained(tmp_path: Path) -> None:
+    spec = _fine_tuned_resnet18(tmp_path, ["a", "b", "c"])
+    (tmp_path / "labels.txt").write_text("a\nb\nc\nd\n")
+    with pytest.raises(ModelConfigError, match="does not fit resnet18 with 4 classes"):
+        build_module(spec)
+
+
+def test_checkpoint_needs_labels(tmp_path: Path) -> None:
+    spec = _fine_tuned_resnet18(tmp_path, ["a", "b"])
+    with pytest.raises(ModelConfigError, match="labels"):
+        build_module(ModelSpec("resnet18", checkpoint=spec.checkpoint))
+
+
+def test_a_changed_checkpoint_is_exported_again(tmp_path: Path) -> None:
+    spec = _fine_tuned_resnet18(tmp_path, ["a", "b"])
+    first = artifact_dir(spec, tmp_path)
+    (tmp_path / "labels.txt").write_text("a\nc\n")
+    assert artifact_dir(spec, tmp_path) != first
