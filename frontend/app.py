@@ -1,0 +1,176 @@
+"""The Streamlit page: upload images (or take a photo, or pick a sample) and see what the backend finds.
+
+Kept thin on purpose: locating and calling the backend is ``frontend.backend_client`` and
+``frontend.discovery``; sentences and charts are ``frontend.presentation``. Run it with ``python -m frontend``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from frontend.backend_client import Backend, BackendError, BackendStatus, ImageInput, ImageResult
+from frontend.config import ConfigError, FrontendSettings
+from frontend.logs import configure_logging
+from frontend.presentation import (
+    error_text,
+    escape_markdown,
+    image_error_text,
+    no_preview_text,
+    not_classified_text,
+    predictions_chart,
+    preview,
+    status_line,
+    status_text,
+    timing_caption,
+    top1_sentence,
+)
+from frontend.samples import SAMPLES, SAMPLES_BY_KEY
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+MAX_TOP_K = 10
+RESULT_CACHE_SIZE = 100
+
+Outcome = ImageResult | BackendError
+
+
+@st.cache_resource(show_spinner=False)
+def get_backend(settings: FrontendSettings) -> Backend:
+    """One Backend per configuration, shared by every session: the Cloud Run lookup is done once, and
+    again only when the address it found stops answering (see ``Backend.relocate``)."""
+    return Backend(settings)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_preview(data: bytes) -> bytes | None:
+    return preview(data)
+
+
+def sidebar(status: BackendStatus, settings: FrontendSettings) -> int:
+    with st.sidebar:
+        st.header("Backend")
+        if status.location is not None:
+            st.markdown(f"`{status.location.url}`")
+            st.caption(f"Found through {status.location.description}.")
+        if status.ready:
+            st.success(status_line(status), icon=":material/check_circle:")
+        else:
+            st.error(status_text(status), icon=":material/error:")
+        if status.model is not None:
+            model = status.model
+            size = " x ".join(str(n) for n in model.input_size)
+            st.markdown(f"**Model** {model.name}  \n{model.weights} · {model.runtime} · {model.num_classes} classes")
+            st.caption(f"Input {size}")
+        st.button("Check again", key="check_backend")
+        st.divider()
+        top_k: int = st.slider("Classes per image (top-k)", 1, MAX_TOP_K, min(settings.default_top_k, MAX_TOP_K))
+    return top_k
+
+
+def collect_images(settings: FrontendSettings) -> list[ImageInput]:
+    uploads = st.file_uploader(
+        "Upload images",
+        type=IMAGE_TYPES,
+        accept_multiple_files=True,
+        max_upload_size=settings.max_upload_mb,
+        key="uploads",
+        help="JPEG, PNG, WebP, GIF, BMP or TIFF; several at once are classified side by side.",
+    )
+    samples_column, camera_column = st.columns([3, 1], vertical_alignment="bottom")
+    with samples_column:
+        picked = st.pills(
+            "Or try a sample photo",
+            options=[sample.key for sample in SAMPLES],
+            format_func=lambda key: SAMPLES_BY_KEY[key].title,
+            selection_mode="multi",
+            key="samples",
+        )
+    with camera_column:
+        # Behind a toggle, so the browser asks for the camera only when someone wants it.
+        use_camera = st.toggle("Use the camera", key="use_camera")
+    photo = st.camera_input("Take a photo", key="camera") if use_camera else None
+
+    images = [ImageInput(f.name, f.getvalue(), f.type or "application/octet-stream") for f in uploads]
+    if photo is not None:
+        images.append(ImageInput("camera.jpg", photo.getvalue(), photo.type or "image/jpeg"))
+    for key in picked:
+        sample = SAMPLES_BY_KEY[key]
+        images.append(ImageInput(sample.filename, sample.read(), "image/jpeg"))
+    return images
+
+
+def classify(backend: Backend, images: list[ImageInput], top_k: int, url: str) -> list[Outcome]:
+    """Results for every image: remembered per session (so reruns do not resend), errors always retried."""
+    cache: dict[tuple[str, int, str], ImageResult] = st.session_state.setdefault("results", {})
+    keys = [(hashlib.sha256(image.data).hexdigest(), top_k, url) for image in images]
+    todo = [i for i, key in enumerate(keys) if key not in cache]
+    outcomes: dict[int, Outcome] = {i: cache[key] for i, key in enumerate(keys) if key in cache}
+    if todo:
+        noun = "image" if len(todo) == 1 else "images"
+        with st.spinner(f"Classifying {len(todo)} {noun}…"):
+            fresh = backend.predict_many([images[i] for i in todo], top_k)
+        for i, outcome in zip(todo, fresh, strict=True):
+            outcomes[i] = outcome
+            if isinstance(outcome, ImageResult):
+                cache[keys[i]] = outcome
+        while len(cache) > RESULT_CACHE_SIZE:
+            del cache[next(iter(cache))]
+    return [outcomes[i] for i in range(len(images))]
+
+
+def show_results(images: list[ImageInput], outcomes: list[Outcome]) -> None:
+    # A problem with the backend itself is shown once, not once per image.
+    backend_errors = {
+        (e.kind, e.title, e.detail): e for e in outcomes if isinstance(e, BackendError) and not e.affects_one_image
+    }
+    for error in backend_errors.values():
+        st.error(error_text(error), icon=":material/cloud_off:")
+    if backend_errors:
+        st.button("Retry", key="retry", type="primary")
+    for image, outcome in zip(images, outcomes, strict=True):
+        with st.container(border=True):
+            left, right = st.columns([1, 2])
+            with left:
+                shown = cached_preview(image.data)
+                if shown is None:
+                    st.info(no_preview_text(image.filename))
+                else:
+                    st.image(shown, caption=escape_markdown(image.filename), width="stretch")
+            with right:
+                if isinstance(outcome, ImageResult):
+                    st.subheader(top1_sentence(outcome))
+                    st.altair_chart(predictions_chart(outcome.predictions), width="stretch")
+                    st.caption(timing_caption(outcome))
+                elif outcome.affects_one_image:
+                    st.error(image_error_text(image.filename, outcome), icon=":material/broken_image:")
+                else:
+                    st.warning(not_classified_text(image.filename))
+
+
+def main() -> None:
+    st.set_page_config(page_title="Image classifier", page_icon=":material/image_search:", layout="wide")
+    try:
+        settings = FrontendSettings.from_env()
+    except ConfigError as exc:
+        st.error(f"The frontend's configuration is invalid: {exc}", icon=":material/settings:")
+        st.stop()
+    configure_logging(settings.log_level)
+    backend = get_backend(settings)
+    status = backend.status()
+    top_k = sidebar(status, settings)
+
+    st.title("Image classifier")
+    st.caption("Upload photos and see which of the ImageNet classes the backend's model finds in each.")
+    if status.state == "not_configured":
+        st.warning(escape_markdown(status.detail), icon=":material/settings:")
+    images = collect_images(settings)
+    if not images:
+        st.info("Upload images, take a photo, or pick a sample photo to classify it.")
+        return
+    url = status.location.url if status.location else ""
+    outcomes = classify(backend, images, top_k, url)
+    show_results(images, outcomes)
+
+
+main()

@@ -1,0 +1,214 @@
+"""The HTTP client: what each backend answer becomes, timeouts, concurrency and the JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from frontend.backend_client import Backend, BackendError, ImageInput, ImageResult
+from frontend.config import FrontendSettings
+from frontend.logs import configure_logging
+from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer
+from tests.support import free_port
+
+IMAGE = ImageInput("cat.jpg", b"\xff\xd8\xff fake jpeg", "image/jpeg")
+
+
+def client(server: FakeServer | str, **settings: object) -> Backend:
+    url = server.url if isinstance(server, FakeServer) else server
+    return Backend(FrontendSettings(backend_url=url, **settings))  # type: ignore[arg-type]
+
+
+def failure(backend: Backend, image: ImageInput = IMAGE) -> BackendError:
+    with pytest.raises(BackendError) as caught:
+        backend.predict(image, top_k=3)
+    return caught.value
+
+
+def test_a_prediction_is_parsed(backend: FakeServer) -> None:
+    result = client(backend).predict(IMAGE, top_k=4)
+
+    assert isinstance(result, ImageResult)
+    assert [p.label for p in result.predictions] == ["tabby", "tiger cat", "Egyptian cat", "lynx"]
+    assert result.predictions[0].probability == pytest.approx(0.62)
+    assert (result.width, result.height, result.format, result.model) == (451, 300, "JPEG", "efficientnet_lite0")
+    assert result.backend_ms == pytest.approx(12.5)
+    assert result.round_trip_ms > 0
+    sent = backend.requests[-1]
+    assert sent.path == "/predict?top_k=4"
+    assert sent.headers["Content-Type"].startswith("multipart/form-data")
+    assert b'name="file"; filename="cat.jpg"' in sent.body
+
+
+def test_not_ready_is_reported_with_retry_after(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_status = 503
+    behaviour.predict_error = {"detail": "The model is loading. Retry in a few seconds.", "code": "model_loading"}
+    behaviour.predict_headers = {"Retry-After": "5"}
+
+    error = failure(client(backend))
+
+    assert error.kind == "not_ready"
+    assert error.title == "The backend is not ready yet. Retry in 5 s."
+    assert error.detail == "The model is loading. Retry in a few seconds."
+    assert not error.affects_one_image
+
+
+def test_overloaded_is_reported_as_busy(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_status = 503
+    behaviour.predict_error = {"detail": "The server is at capacity (64 images queued).", "code": "overloaded"}
+    behaviour.predict_headers = {"Retry-After": "1"}
+
+    error = failure(client(backend))
+
+    assert (error.kind, error.title) == ("not_ready", "The backend is busy. Retry in 1 s.")
+    assert "at capacity" in error.detail
+
+
+def test_the_backends_own_timeout(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_status = 504
+    behaviour.predict_error = {"detail": "The request took too long. Retry, or send fewer images.", "code": "timeout"}
+
+    error = failure(client(backend))
+
+    assert (error.kind, error.title, error.code) == ("timeout", "The backend took too long.", "timeout")
+    assert error.detail.startswith("The request took too long.")
+
+
+def test_a_rejected_image_carries_the_backends_explanation(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.reject = {"notes.jpg"}
+
+    error = failure(client(backend), ImageInput("notes.jpg", b"just text", "image/jpeg"))
+
+    assert (error.kind, error.status, error.code) == ("rejected", 415, "unsupported_image")
+    assert error.detail.startswith("notes.jpg: not an image")
+    assert error.affects_one_image
+
+
+def test_an_html_error_page_becomes_a_short_message(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_status = 502
+    behaviour.predict_error = b"<!DOCTYPE html><html><body><h1>502 Server Error</h1>...</body></html>"
+    behaviour.predict_headers = {"Content-Type": "text/html; charset=UTF-8"}
+
+    error = failure(client(backend))
+
+    assert (error.kind, error.title, error.detail) == (
+        "server_error",
+        "The backend failed (502).",
+        "HTTP 502 Bad Gateway",
+    )
+
+
+def test_a_malformed_answer_is_not_a_crash(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_body = {"results": []}
+
+    error = failure(client(backend))
+
+    assert error.kind == "server_error"
+    assert "not the expected JSON" in error.title
+
+
+def test_a_slow_backend_hits_the_timeout(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_delay_s = 5.0
+
+    error = failure(client(backend, backend_timeout_s=0.5))
+
+    assert error.kind == "timeout"
+    assert error.title == "The backend did not answer within 0.5 s."
+    assert "BACKEND_TIMEOUT_S" in error.detail
+
+
+def test_nothing_listening_is_unreachable() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    error = failure(client(url))
+
+    assert error.kind == "unreachable"
+    assert error.title == f"The backend at {url} is not answering."
+    assert "Retry" in error.detail
+
+
+def test_images_are_sent_concurrently_and_answered_in_order(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    """Two requests must be in flight at once to pass the barrier: sent one by one, both would fail."""
+    behaviour.barrier = threading.Barrier(2, timeout=20)
+    behaviour.reject = {"bad.jpg"}
+    images = [ImageInput(name, b"\xff\xd8\xff", "image/jpeg") for name in ("a.jpg", "bad.jpg", "c.jpg", "d.jpg")]
+
+    outcomes = client(backend, predict_concurrency=2).predict_many(images, top_k=2)
+
+    assert [type(o).__name__ for o in outcomes] == ["ImageResult", "BackendError", "ImageResult", "ImageResult"]
+    assert [o.filename for o in outcomes if isinstance(o, ImageResult)] == ["a.jpg", "c.jpg", "d.jpg"]
+    rejected = outcomes[1]
+    assert isinstance(rejected, BackendError)
+    assert rejected.detail.startswith("bad.jpg: not an image")
+    assert len(backend.paths("POST")) == 4  # one request per image
+
+
+def test_status_reports_ready_and_the_model(backend: FakeServer) -> None:
+    status = client(backend).status()
+
+    assert status.ready
+    assert status.location is not None
+    assert status.location.url == backend.url
+    assert status.model is not None
+    assert (status.model.name, status.model.num_classes, status.model.input_size) == (
+        MODEL_INFO["name"],
+        1000,
+        (224, 224, 3),
+    )
+
+
+def test_status_while_loading(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.ready = False
+
+    status = client(backend).status()
+
+    assert (status.ready, status.state, status.model) == (False, "loading", None)
+
+
+def test_status_when_unreachable() -> None:
+    status = client(f"http://127.0.0.1:{free_port()}").status()
+
+    assert status.state == "unreachable"
+    assert "not answering" in status.detail
+
+
+def test_status_when_too_slow(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.ready_delay_s = 5.0
+
+    status = client(backend, status_timeout_s=0.3).status()
+
+    assert status.state == "timeout"
+    assert status.detail.startswith("The backend did not answer within 0.3 s.")
+    assert "STATUS_TIMEOUT_S" in status.detail
+
+
+def test_status_when_not_configured() -> None:
+    status = Backend(FrontendSettings()).status()  # no BACKEND_URL, no credentials (fixture)
+
+    assert status.state == "not_configured"
+    assert status.location is None
+    assert "BACKEND_URL" in status.detail
+
+
+def test_log_lines_are_json_for_cloud_logging(backend: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO")
+    configure_logging("INFO")  # configuring twice must not log twice
+    capsys.readouterr()
+    started = time.time()
+
+    client(backend).predict(IMAGE, top_k=3)
+    client(f"http://127.0.0.1:{free_port()}").status()
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    classified = [line for line in lines if line["message"] == "classified an image"]
+    assert len(classified) == 1
+    assert classified[0]["severity"] == "INFO"
+    assert classified[0]["image"] == "cat.jpg"
+    assert classified[0]["label"] == "tabby"
+    assert classified[0]["time"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started - 1))
+    unreachable = [line for line in lines if line["message"] == "the backend is unreachable"]
+    assert unreachable
+    assert unreachable[0]["severity"] == "WARNING"

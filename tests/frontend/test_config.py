@@ -1,0 +1,99 @@
+"""Configuration from the environment, and the rule that only the page imports Streamlit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from frontend.config import ConfigError, FrontendSettings
+from tests.support import ROOT
+
+
+def test_defaults() -> None:
+    settings = FrontendSettings.from_env({})
+
+    assert settings.backend_url is None
+    assert settings.backend_service == "classifier-backend"
+    assert (settings.project, settings.region) == (None, None)
+    assert settings.backend_auth == "auto"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8501)
+    assert settings.max_upload_mb == 20  # the backend's MAX_IMAGE_BYTES default, 20 MiB
+    assert settings.backend_timeout_s == 35.0
+
+
+def test_every_variable_is_read() -> None:
+    settings = FrontendSettings.from_env(
+        {
+            "BACKEND_URL": "https://classifier-backend-abc-ew.a.run.app/",
+            "BACKEND_SERVICE": "my-backend",
+            "GOOGLE_CLOUD_PROJECT": "my-project",
+            "CLOUD_RUN_REGION": "us-central1",
+            "CLOUD_RUN_API_ENDPOINT": "http://127.0.0.1:9",
+            "BACKEND_AUTH": "ID_TOKEN",
+            "BACKEND_AUDIENCE": "https://aud.example",
+            "BACKEND_TIMEOUT_S": "2.5",
+            "STATUS_TIMEOUT_S": "1",
+            "PREDICT_CONCURRENCY": "8",
+            "DEFAULT_TOP_K": "3",
+            "MAX_UPLOAD_MB": "10",
+            "HOST": "0.0.0.0",
+            "PORT": "8080",
+            "LOG_LEVEL": "debug",
+        }
+    )
+
+    assert settings == FrontendSettings(
+        backend_url="https://classifier-backend-abc-ew.a.run.app",
+        backend_service="my-backend",
+        project="my-project",
+        region="us-central1",
+        cloud_run_api_endpoint="http://127.0.0.1:9",
+        backend_auth="id_token",
+        backend_audience="https://aud.example",
+        backend_timeout_s=2.5,
+        status_timeout_s=1.0,
+        predict_concurrency=8,
+        default_top_k=3,
+        max_upload_mb=10,
+        host="0.0.0.0",
+        port=8080,
+        log_level="DEBUG",
+    )
+
+
+def test_google_cloud_region_wins_over_cloud_run_region() -> None:
+    settings = FrontendSettings.from_env({"GOOGLE_CLOUD_REGION": "asia-east1", "CLOUD_RUN_REGION": "us-east1"})
+
+    assert settings.region == "asia-east1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("BACKEND_URL", "127.0.0.1:8000", "must be a full URL"),
+        ("BACKEND_AUTH", "always", "must be one of: auto, none, id_token"),
+        ("BACKEND_TIMEOUT_S", "soon", "is not a number"),
+        ("BACKEND_TIMEOUT_S", "0", "must be between"),
+        ("PORT", "80.5", "is not a whole number"),
+        ("PORT", "70000", "must be between 1 and 65535"),
+        ("LOG_LEVEL", "loud", "must be one of: DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        FrontendSettings.from_env({variable: value})
+
+    assert str(caught.value).startswith(f"{variable}={value!r}")
+
+
+def test_only_the_page_imports_streamlit() -> None:
+    code = (
+        "import sys\n"
+        "import frontend.auth, frontend.backend_client, frontend.config, frontend.discovery\n"
+        "import frontend.logs, frontend.presentation, frontend.samples, frontend.__main__\n"
+        "assert 'streamlit' not in sys.modules, 'a non-page module imported streamlit'\n"
+    )
+
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -1,0 +1,120 @@
+"""Faults the frontend must live through without a restart: a backend that dies and comes back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from frontend.backend_client import Backend, BackendError, ImageInput
+from frontend.config import FrontendSettings
+from tests.frontend.fakes import BackendBehaviour, FakeServer
+from tests.support import CAT_CLASSES, ROOT, free_port, wait_for
+
+APP = str(ROOT / "frontend" / "app.py")
+COFFEE_CLASSES = frozenset({"espresso", "cup", "coffee mug", "eggnog"})
+
+
+@contextlib.contextmanager
+def real_backend(port: int, model_cache: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m backend`` on a fixed port (so it can be restarted where the frontend expects it)."""
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "MODEL_CACHE_DIR": str(model_cache),
+        "ACCESS_LOG": "false",
+    }
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        try:
+            wait_for(f"http://127.0.0.1:{port}/ready", 90, process)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def texts(elements: object) -> list[str]:
+    """What the elements say, with markdown's backslash escapes removed (as a browser shows them)."""
+    return [re.sub(r"\\(.)", r"\1", str(e.value)) for e in elements]  # type: ignore[attr-defined]
+
+
+def most_likely(at: AppTest) -> list[str]:
+    return [s for s in texts(at.subheader) if s.startswith("Most likely:")]
+
+
+def run(at: AppTest) -> None:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.slow
+def test_backend_killed_and_restarted_mid_session(
+    model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("BACKEND_URL", url)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    page = AppTest.from_file(APP, default_timeout=90)
+    log = tmp_path / "backend.log"
+
+    with real_backend(port, model_cache, log) as first:
+        run(page)
+        page.pills(key="samples").set_value(["cat"])
+        run(page)
+        (cat,) = most_likely(page)
+        assert any(name in cat for name in CAT_CLASSES)
+        first.send_signal(signal.SIGKILL)  # a crash: no graceful shutdown
+        first.wait(timeout=30)
+
+    # While it is down: a clear message, the cat's result still on the page, no traceback.
+    page.pills(key="samples").set_value(["cat", "coffee"])
+    run(page)
+    assert texts(page.sidebar.error)[0].startswith(f"**Not answering**  \nThe backend at {url} is not answering.")
+    assert texts(page.main.error)[0].startswith(f"**The backend at {url} is not answering.**")
+    assert texts(page.main.warning) == ["coffee.jpg was not classified: see the message above."]
+    assert most_likely(page) == [cat]
+
+    with real_backend(port, model_cache, log):  # back, on the same port
+        page.button(key="retry").click()
+        run(page)
+        assert texts(page.sidebar.success) == ["Ready"]
+        assert not page.main.error
+        lines = most_likely(page)
+        assert len(lines) == 2
+        assert any(name in lines[1] for name in COFFEE_CLASSES)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_a_backend_dying_during_a_request(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_delay_s = 10.0  # still "working" when it dies
+    client = Backend(FrontendSettings(backend_url=backend.url))
+    killer = threading.Timer(0.5, backend.stop)
+    killer.start()
+    try:
+        with pytest.raises(BackendError) as caught:
+            client.predict(ImageInput("cat.jpg", b"\xff\xd8\xff", "image/jpeg"), top_k=3)
+    finally:
+        killer.join()
+
+    assert caught.value.kind == "unreachable"
+    assert caught.value.title == f"The backend at {backend.url} is not answering."
