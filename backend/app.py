@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend import __version__
+from backend.auth import GoogleIdTokenVerifier, IdTokenAuthMiddleware
 from backend.config import Settings, get_settings
 from backend.errors import install_error_handlers
 from backend.metrics import Metrics
@@ -45,6 +46,9 @@ def create_app(settings: Settings | None = None, classifier_factory: ClassifierF
     install_error_handlers(app)
     for router in (predict.router, health.router, metrics.router):
         app.include_router(router)
+    if settings.auth_audience:  # optional token check; inside CORS so preflights and 401s get CORS headers
+        verifier = GoogleIdTokenVerifier(settings.auth_audience, settings.auth_certs_url, settings.auth_allowed_emails)
+        app.add_middleware(IdTokenAuthMiddleware, verifier=verifier)
     if settings.cors_origins:  # closed by default: the frontend calls the backend server-side
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]

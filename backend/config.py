@@ -7,9 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.auth import GOOGLE_CERTS_URL
 from backend.classifier import EMBEDDED_MODEL, ImageLimits, ModelSpec, RuntimeName
 
 
@@ -51,6 +52,34 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
     shutdown_grace_s: PositiveFloat = Field(8.0, description="time in-flight requests get after SIGTERM")
+
+    # --- optional token check, for hosting outside Cloud Run (there, the platform's IAM check does it)
+    auth_audience: str | None = Field(None, description="require a Google-signed ID token with this audience")
+    auth_certs_url: str = Field(GOOGLE_CERTS_URL, description="Google's token signing certificates (PEM format)")
+    auth_allowed_emails: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="with AUTH_AUDIENCE: only these verified token emails may call"
+    )
+
+    @field_validator("auth_audience", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_allowed_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [email.strip() for email in value.split(",") if email.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _one_request_fits_the_queue(self) -> Settings:
+        if self.max_files > self.max_queue_size:
+            raise ValueError(
+                f"MAX_FILES ({self.max_files}) exceeds MAX_QUEUE_SIZE ({self.max_queue_size}): "
+                "a request with that many images could never be admitted"
+            )
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

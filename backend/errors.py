@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from backend.batching import BatcherClosed, QueueFull
 from backend.classifier import ImageTooLarge, InvalidImage, UnsupportedImage
@@ -21,8 +22,10 @@ _IMAGE_STATUS = {ImageTooLarge: 413, UnsupportedImage: 415, InvalidImage: 400}
 RETRY_AFTER_S = "1"
 
 
-def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
-    body = ErrorResponse(detail=detail, code=code, **extra)  # type: ignore[arg-type]
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
+    body = ErrorResponse(detail=detail, code=code, **extra)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
@@ -58,14 +61,27 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, f"model_{exc.state}", exc.message, {"Retry-After": "5"})
 
     @app.exception_handler(QueueFull)
-    async def _queue_full(_: Request, exc: QueueFull) -> JSONResponse:
+    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        request.app.state.metrics.rejected.inc()
         return error_response(
-            503, "overloaded", f"The server is at capacity ({exc}). Retry after a second.", {"Retry-After": RETRY_AFTER_S}
+            503,
+            "overloaded",
+            f"The server is at capacity ({exc}). Retry after a second.",
+            {"Retry-After": RETRY_AFTER_S},
         )
 
     @app.exception_handler(BatcherClosed)
     async def _closed(_: Request, exc: BatcherClosed) -> JSONResponse:
-        return error_response(503, "model_stopping", "The server is shutting down. Retry.", {"Retry-After": RETRY_AFTER_S})
+        return error_response(
+            503, "model_stopping", "The server is shutting down. Retry.", {"Retry-After": RETRY_AFTER_S}
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # The client left before sending its whole body: nobody will read this answer. Not an error of
+        # ours, so no stack trace; 499 (nginx's "client closed request") keeps it apart in the metrics.
+        logger.info("client disconnected during the upload", extra={"path": request.url.path})
+        return error_response(499, "client_disconnected", "The client closed the connection before the upload ended.")
 
     @app.exception_handler(TimeoutError)
     async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:

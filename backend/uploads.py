@@ -90,7 +90,9 @@ async def read_uploads(
     if mime == b"multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:
-            raise UploadError(400, "invalid_multipart", "The multipart body has no boundary in its Content-Type header.")
+            raise UploadError(
+                400, "invalid_multipart", "The multipart body has no boundary in its Content-Type header."
+            )
         return await _read_multipart(boundary, body, max_files=max_files, max_image_bytes=max_image_bytes)
     if mime.startswith(b"multipart/"):
         raise UploadError(
@@ -107,8 +109,8 @@ async def read_uploads(
         raise UploadError(
             400,
             "no_image",
-            "The request has no image. Send it as a form field "
-            "(curl -F file=@cat.jpg ...) or as the body (curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' ...).",
+            "The request has no image. Send it as a form field (curl -F file=@cat.jpg ...) "
+            "or as the body (curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' ...).",
         )
     return [Upload(b"".join(chunks), None, mime.decode("latin-1") or None)]
 
@@ -135,7 +137,9 @@ async def _read_multipart(
         header_value.extend(data[start:end])
 
     def on_header_end() -> None:
-        parts[-1].headers[header_field.decode("latin-1").lower()] = header_value.decode("utf-8", "replace")
+        # Latin-1 keeps the raw bytes (one character per byte): parse_options_header needs that, and
+        # browsers send UTF-8 file names unencoded, so names are decoded as UTF-8 only once parsed.
+        parts[-1].headers[header_field.decode("latin-1").lower()] = header_value.decode("latin-1")
         header_field.clear()
         header_value.clear()
 
@@ -157,7 +161,11 @@ async def _read_multipart(
         part.size += end - start
         limit = max_image_bytes if part.is_image else _MAX_OTHER_PART_BYTES
         if part.size > limit:
-            fail(_too_large(limit) if part.is_image else UploadError(413, "field_too_large", "A form field is too large."))
+            fail(
+                _too_large(limit)
+                if part.is_image
+                else UploadError(413, "field_too_large", "A form field is too large.")
+            )
         elif part.is_image:
             part.chunks.append(data[start:end])
 
@@ -182,13 +190,21 @@ async def _read_multipart(
         raise UploadError(400, "invalid_multipart", f"The multipart body is malformed: {exc}") from None
     if error:
         raise error[0]
+    return _uploads_from(parts)
+
+
+def _uploads_from(parts: list[_Part]) -> list[Upload]:
     uploads = [
-        Upload(b"".join(p.chunks), clean_filename(p.filename), p.headers.get("content-type")) for p in parts if p.is_image
+        Upload(b"".join(p.chunks), clean_filename(p.filename), p.headers.get("content-type"))
+        for p in parts
+        if p.is_image
     ]
     if not uploads:
         names = sorted({p.name for p in parts if p.name})
         sent = f" (the form had: {', '.join(names)})" if names else ""
-        raise UploadError(400, "no_image", f"The form has no 'file' part{sent}. Send images as: curl -F file=@cat.jpg ...")
+        raise UploadError(
+            400, "no_image", f"The form has no 'file' part{sent}. Send images as: curl -F file=@cat.jpg ..."
+        )
     for upload in uploads:
         if not upload.data:
             raise UploadError(400, "empty_file", f"The file {upload.filename or '(unnamed)'} is empty (0 bytes).")

@@ -3,17 +3,21 @@
 Everything happens in memory. The header is read before any pixel data, so an image whose header
 claims too many pixels (a decompression bomb) is refused without allocating its buffer. Large JPEGs
 are decoded at a reduced scale (libjpeg's DCT scaling, Pillow's ``draft``) when the model only needs a
-small image, which makes a 12-megapixel phone photo nearly as cheap as a 640x480 one.
+small image, which makes a 12-megapixel phone photo nearly as cheap as a 640x480 one. Other large
+images are averaged down right after decoding, before any conversion makes more full-size copies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
+import os
+import sys
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ._errors import ImageTooLarge, InvalidImage, UnsupportedImage
 
@@ -26,8 +30,44 @@ SUPPORTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 Image.MAX_IMAGE_PIXELS = None
 Image.init()  # register every plugin now (MPO among them), not lazily inside a request
 
+_M_MMAP_THRESHOLD: Final = -3  # glibc's mallopt parameter
+
+
+def _release_large_buffers_to_the_os() -> None:
+    """Make glibc serve allocations of 1 MB or more with mmap, so freed image buffers return to the OS.
+
+    By default glibc raises that threshold as soon as a large buffer is freed, after which decoded
+    images (Pillow allocates them in 16 MB blocks) come from per-thread heaps that keep the memory:
+    a server that decoded a few large images sat on hundreds of MB it did not use. An explicit
+    ``MALLOC_MMAP_THRESHOLD_`` in the environment wins; other C libraries are left alone.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+
+
+_release_large_buffers_to_the_os()
+
 _WHITE: Final = (255, 255, 255)
 _SWAPS_AXES: Final = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 or 270 degrees
+# What ImageOps.exif_transpose does for each orientation (which would also copy upright images).
+_EXIF_TRANSPOSE: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_HIGH_DEPTH: Final = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# Modes Image.reduce averages correctly (it premultiplies alpha itself); palette and 1-bit are not among them.
+_REDUCIBLE: Final = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
+_ROWS_PER_BLOCK: Final = 512
 
 
 @dataclass(frozen=True)
@@ -88,8 +128,10 @@ def decode_image(data: bytes, limits: ImageLimits, min_short_side: int = 0) -> D
         if min_short_side and image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
             image.draft(image.mode, (min_short_side, min_short_side))
         image.load()  # the first frame of animations; decodes now so errors surface here
-        image = ImageOps.exif_transpose(image) or image
-        rgb = _to_rgb(image)
+        frame = _shrink(image, min_short_side)
+        if (turn := _EXIF_TRANSPOSE.get(orientation)) is not None:
+            frame = frame.transpose(turn)
+        rgb = _to_rgb(frame)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidImage(
             f"The {fmt} image cannot be decoded ({exc}). The file is truncated or corrupt; send it again."
@@ -99,12 +141,30 @@ def decode_image(data: bytes, limits: ImageLimits, min_short_side: int = 0) -> D
     return DecodedImage(rgb, fmt, width, height)
 
 
+def _shrink(image: Image.Image, min_short_side: int) -> Image.Image:
+    """A large image averaged down by a whole factor (keeping at least twice ``min_short_side``).
+
+    The JPEG ``draft`` above does this inside libjpeg; other formats are decoded at full size, and this
+    keeps every conversion that follows (palette or 16-bit to 8-bit, alpha onto white, EXIF rotation)
+    on the small image. Without it a 200 kB PNG of 7000x7000 RGBA pixels, within the pixel limit, made
+    the server allocate about a gigabyte.
+    """
+    factor = min(image.size) // (2 * min_short_side) if min_short_side else 1
+    if factor < 2:
+        return image
+    if image.mode in _HIGH_DEPTH:
+        image = Image.fromarray(_to_uint8(np.asarray(image)), "L")
+    elif image.mode not in _REDUCIBLE:  # palette, 1-bit, PA: to the true colours first
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    return image.reduce(factor)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB. Transparent areas become white, as a browser shows them on a page."""
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if mode in _HIGH_DEPTH:
         return Image.fromarray(_to_uint8(np.asarray(image)), "L").convert("RGB")
     if mode == "P":
         mode = "RGBA" if "transparency" in image.info else "RGB"
@@ -112,22 +172,36 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         if mode == "RGB":
             return image
     if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = image if mode == "RGBA" else image.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, _WHITE)
+        rgb.paste(rgba, mask=rgba)  # blends by alpha, as alpha_composite onto white does, in one buffer
+        return rgb
     return image.convert("RGB")
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Grey levels of any depth to 0..255: 16-bit data by its range, anything else stretched if needed."""
-    values = pixels.astype(np.float64)
+    """Grey levels of any depth to 0..255: 16-bit data by its range, anything else stretched if needed.
+
+    Works through the rows in blocks, so a large 16-bit image needs one byte per pixel more, not eight.
+    """
+    divisor, low, scale = 1.0, 0.0, 1.0
     if pixels.dtype.kind == "u" and pixels.dtype.itemsize == 2:
-        values /= 257.0
+        divisor = 257.0
     else:
-        low, high = float(values.min()), float(values.max())
+        low, high = float(pixels.min()), float(pixels.max())
         if low < 0 or high > 255:
-            if 0 <= low and high <= 65535:
-                values /= 257.0
+            if low >= 0 and high <= 65535:
+                divisor, low = 257.0, 0.0
             else:
-                values = (values - low) * (255.0 / (high - low or 1.0))
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+                scale = 255.0 / (high - low or 1.0)
+        else:
+            low = 0.0
+    out = np.empty(pixels.shape, dtype=np.uint8)
+    for start in range(0, pixels.shape[0], _ROWS_PER_BLOCK):
+        block = pixels[start : start + _ROWS_PER_BLOCK].astype(np.float64)
+        if divisor != 1.0:
+            block /= divisor
+        elif low != 0.0 or scale != 1.0:
+            block = (block - low) * scale
+        out[start : start + _ROWS_PER_BLOCK] = np.clip(np.rint(block), 0, 255)
+    return out
