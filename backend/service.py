@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
-from backend.batching import Batcher, BatchStats
+from backend.batching import Batcher, BatchStats, QueueFull
 from backend.classifier import Classifier, ImageError, Prediction, PreparedImage, default_threads, load_classifier
 from backend.config import Settings
 from backend.metrics import Metrics
@@ -72,6 +72,10 @@ class ModelService:
         # Pillow releases the GIL while decoding and resizing, so one thread per CPU decodes in parallel.
         self._decoders = ThreadPoolExecutor(max_workers=default_threads(), thread_name_prefix="decode")
         self._loader: asyncio.Task[None] | None = None
+        # Images admitted and not yet answered: being decoded, queued, or in the model. Bounding this,
+        # not only the batcher's queue, turns excess load into an immediate 503 before any decoding.
+        self.admitted = 0
+        self.capacity = settings.max_queue_size + settings.max_batch_size
 
     def start(self) -> None:
         """Begin loading in the background: the server answers /health (and /ready with 503) meanwhile."""
@@ -124,6 +128,11 @@ class ModelService:
             raise NotReady(self.state, "The server is shutting down. Retry; another instance will answer.")
         raise NotReady(self.state, f"The model failed to load: {self.error}")
 
+    def ensure_capacity(self, images: int = 1) -> None:
+        """Raise ``QueueFull`` (503 + Retry-After) if ``images`` more would exceed what the service takes."""
+        if self.admitted + images > self.capacity:
+            raise QueueFull(f"{self.admitted} images are being processed, the limit is {self.capacity}")
+
     def _prepare(self, classifier: Classifier, upload: Upload) -> PreparedImage:
         started = time.perf_counter()
         prepared = classifier.prepare(upload.data, self.settings.image_limits)
@@ -132,6 +141,16 @@ class ModelService:
 
     async def classify(self, uploads: Sequence[Upload], top_k: int) -> list[ImageResult]:
         classifier, batcher = self.ensure_ready()
+        self.ensure_capacity(len(uploads))
+        self.admitted += len(uploads)
+        try:
+            return await self._classify(classifier, batcher, uploads, top_k)
+        finally:
+            self.admitted -= len(uploads)
+
+    async def _classify(
+        self, classifier: Classifier, batcher: Batcher, uploads: Sequence[Upload], top_k: int
+    ) -> list[ImageResult]:
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(self._decoders, self._prepare, classifier, upload) for upload in uploads]
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)

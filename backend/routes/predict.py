@@ -21,7 +21,9 @@ _REQUEST_BODY: dict[str, Any] = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "properties": {
+                    "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
+                },
                 "required": ["file"],
             }
         },
@@ -55,6 +57,7 @@ async def predict(
     """
     started = time.perf_counter()
     service.ensure_ready()  # answer 503 before reading a body we could not use
+    service.ensure_capacity()
     k = top_k or settings.default_top_k
     length = request.headers.get("content-length")
     async with asyncio.timeout(settings.request_timeout_s):

@@ -293,3 +293,22 @@ def test_metrics_count_requests_batches_and_model(client: TestClient) -> None:
     assert "model_ready 1.0" in text
     assert "inference_queue_depth" in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+def test_at_capacity_requests_get_503_with_retry_after_before_decoding(client: TestClient) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.admitted = service.capacity  # as if that many images were being decoded or classified
+    try:
+        response = client.post("/predict", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+    finally:
+        service.admitted = 0
+    body = _assert_error(response, 503, "overloaded")
+    assert "Retry" in body["detail"]
+    assert response.headers["retry-after"] == "1"
+    assert client.post("/predict", content=CAT_JPEG).status_code == 200
+    assert "requests_shed_total 1.0" in client.get("/metrics").text
+
+
+def test_settings_refuse_more_files_per_request_than_the_queue_holds() -> None:
+    with pytest.raises(ValueError, match="MAX_FILES"):
+        Settings(_env_file=None, max_files=20, max_queue_size=10)
