@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     model_labels: Path | None = Field(None, description="class names of the checkpoint, one per line")
     runtime: RuntimeName = Field("onnx", description="onnx (ONNX Runtime, fast) or torch (eager PyTorch)")
     model_cache_dir: Path = Field(default_factory=_default_cache_dir, description="where ONNX exports are kept")
-    inference_threads: int = Field(0, ge=0, description="threads per forward pass; 0 = one per CPU")
+    inference_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per CPU")
 
     # --- batching and backpressure
     max_batch_size: PositiveInt = 8

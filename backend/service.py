@@ -101,9 +101,11 @@ class ModelService:
             max_batch_size=self.settings.max_batch_size,
             max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
             max_queue_size=self.settings.max_queue_size,
+            workers=classifier.runtime.parallel_calls,
             on_batch=self._record_batch,
         )
         self.batcher.start()
+        self.capacity = self.settings.max_queue_size + self.batcher.workers * self.settings.max_batch_size
         self.load_seconds = time.perf_counter() - started
         info = classifier.info
         self.metrics.model_info.info(
