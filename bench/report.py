@@ -1,0 +1,529 @@
+"""Turning one benchmark run into BENCHMARKS.md, a throughput plot and a verdict on each target."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.inprocess import RuntimeCeiling
+from bench.server import CONFIGS, LoadResult, MemorySample, ServerConfig
+
+SECTIONS = (
+    "## Targets",
+    "## Machine",
+    "## In-process ceiling",
+    "## Server over HTTP",
+    "## Latency of a 12-megapixel photo",
+    "## Cold start",
+    "## Memory",
+    "## How to read this",
+)
+LIBRARIES = ("onnxruntime", "torch", "numpy", "pillow", "fastapi", "uvicorn", "starlette", "pydantic")
+
+
+@dataclass
+class Results:
+    command: str
+    started: str
+    options: dict[str, Any]
+    machine: dict[str, str]
+    configs: tuple[ServerConfig, ...] = CONFIGS
+    ceilings: dict[str, RuntimeCeiling] = field(default_factory=dict)
+    load: list[LoadResult] = field(default_factory=list)
+    cold_starts: dict[str, list[float]] = field(default_factory=dict)
+    memory: list[MemorySample] = field(default_factory=list)
+    memory_checkpoints: tuple[int, int] = (1000, 2000)
+    seconds: float = 0.0
+    load_average_after: str = ""
+
+    def find(self, config: str, image: str, clients: int) -> LoadResult | None:
+        for result in self.load:
+            if (result.config, result.image, result.clients) == (config, image, clients):
+                return result
+        return None
+
+    def rss_at(self, requests: int) -> int | None:
+        return next((s.rss_bytes for s in self.memory if s.requests == requests), None)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    required: str
+    met: bool | None  # None: not measured in this run
+
+
+def machine_facts(wrk: str) -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo", encoding="utf-8") as f:  # Linux: the CPU's marketing name
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    facts = {
+        "CPU": cpu,
+        "CPUs": f"{os.cpu_count()} online, {usable} usable by this process{_cgroup_quota()}",
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+    }
+    for name in LIBRARIES:
+        try:
+            facts[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            facts[name] = "not installed"
+    version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    facts["wrk"] = (
+        (version.stdout or version.stderr).splitlines()[0].strip() if (version.stdout or version.stderr) else wrk
+    )
+    facts["load average at start (1, 5, 15 min)"] = load_average()
+    return facts
+
+
+def _cgroup_quota() -> str:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()
+    except (OSError, ValueError):
+        return ""
+    return "" if quota == "max" else f", cgroup quota {int(quota) / int(period):g} CPUs"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def targets(results: Results) -> list[Target]:
+    found: list[Target] = []
+    clients = max((r.clients for r in results.load if r.image == "640x480"), default=0)
+    fast_top = results.find("fast", "640x480", clients)
+    naive_top = results.find("naive", "640x480", clients)
+    onnx = results.ceilings.get("onnx")
+    if fast_top and onnx:
+        ceiling = onnx.ceiling.rate.per_second
+        ratio = _ratio(fast_top.per_second, ceiling)
+        found.append(
+            Target(
+                f"server at {clients} clients vs the in-process pipeline ceiling (ONNX Runtime)",
+                f"{fast_top.per_second:.1f} / {ceiling:.1f} images/s = {ratio:.2f}x",
+                ">= 0.85x",
+                ratio >= 0.85,
+            )
+        )
+    if fast_top and naive_top:
+        ratio = _ratio(fast_top.per_second, naive_top.per_second)
+        found.append(
+            Target(
+                f"server at {clients} clients vs the naive configuration",
+                f"{fast_top.per_second:.1f} / {naive_top.per_second:.1f} images/s = {ratio:.2f}x",
+                ">= 3x",
+                ratio >= 3,
+            )
+        )
+    fast_one = results.find("fast", "640x480", 1)
+    if fast_one and onnx:
+        ratio = _ratio(fast_one.p50_ms, onnx.single_image_ms)
+        found.append(
+            Target(
+                "p50 at 1 client vs the in-process single-image pipeline (batching adds no idle delay)",
+                f"{fast_one.p50_ms:.2f} / {onnx.single_image_ms:.2f} ms = {ratio:.2f}x",
+                "<= 1.2x",
+                ratio <= 1.2,
+            )
+        )
+    phone = results.find("fast", "4032x3024", 1)
+    if phone and fast_one:
+        ratio = _ratio(phone.p50_ms, fast_one.p50_ms)
+        found.append(
+            Target(
+                "p50 of a 12-megapixel photo vs a 640x480 one, 1 client",
+                f"{phone.p50_ms:.2f} / {fast_one.p50_ms:.2f} ms = {ratio:.2f}x",
+                "<= 2x",
+                ratio <= 2,
+            )
+        )
+    cold = results.cold_starts.get("fast")
+    if cold:
+        mean = statistics.mean(cold)
+        found.append(Target("cold start to /ready (model export cached)", f"{mean:.2f} s", "<= 3 s", mean <= 3.0))
+    first, second = results.memory_checkpoints
+    rss1, rss2 = results.rss_at(first), results.rss_at(second)
+    if rss1 and rss2:
+        growth = _ratio(rss2 - rss1, rss1)
+        found.append(
+            Target(
+                f"resident memory after {second:,} requests vs after {first:,}",
+                f"{rss2 / 2**20:.1f} vs {rss1 / 2**20:.1f} MiB ({growth:+.1%})",
+                "within 5%",
+                abs(growth) <= 0.05,
+            )
+        )
+    return found
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _verdict(met: bool | None) -> str:
+    return "n/a" if met is None else ("met" if met else "NOT met")
+
+
+BUSY_LOAD = 0.5  # a 1-minute load average above this at the start: other processes were using the CPUs
+
+
+def _busy_warning(results: Results) -> list[str]:
+    start = results.machine.get("load average at start (1, 5, 15 min)", "")
+    try:
+        load = float(start.split()[0])
+    except (IndexError, ValueError):
+        return []
+    if load <= BUSY_LOAD:
+        return []
+    return [
+        f"**The machine was busy**: its load average was {load:.2f} when the run started, so other processes "
+        "were using the CPUs. Every figure is lower, and every latency percentile wider, than this machine can "
+        "do; the ratios between configurations measured in the same run are the more telling figures.",
+        "",
+    ]
+
+
+def markdown(results: Results, plot: Path | None, output: Path) -> str:
+    opts = results.options
+    parts: list[str] = [
+        "# Benchmarks",
+        "",
+        f"Measured {results.started} in {results.seconds / 60:.1f} minutes by:",
+        "",
+        f"```\n{results.command}\n```",
+        "",
+        "Every figure below comes from that one run on the machine described under Machine. "
+        "See docs/benchmark.md for how each number is measured and what it means.",
+        "",
+        *_busy_warning(results),
+        "## Targets",
+        "",
+        _table(
+            ["target", "measured", "required", "verdict"],
+            [[t.name, t.measured, t.required, _verdict(t.met)] for t in targets(results)],
+        ),
+        "",
+        "## Machine",
+        "",
+        _table(
+            ["", ""],
+            [[k, v] for k, v in results.machine.items()] + [["load average at end", results.load_average_after]],
+        ),
+        "",
+    ]
+    parts += _ceiling_section(results, opts)
+    parts += _server_section(results, plot, output, opts)
+    parts += _phone_section(results)
+    parts += _cold_section(results)
+    parts += _memory_section(results)
+    parts += [
+        "## How to read this",
+        "",
+        "- *images/s* is completed requests (one 640x480 JPEG each, posted as the raw body) per second of the "
+        "measured run; warm-up runs are not counted.",
+        "- *server CPUs* is the server process's CPU time (user + system, from /proc) divided by the run's length: "
+        "how many cores it kept busy. *wrk CPUs* is the load generator's, from the kernel (wait4) when it exits; "
+        "it stays a small fraction of the server's, so the load generator did not starve the server.",
+        "- *images per CPU-second* is images served per second of server CPU time: speed per CPU, which does not "
+        "depend on how many cores the machine has or how busy other processes kept them.",
+        "- Latency percentiles are wrk's, per request, from sending the request to the last byte of the answer.",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _ceiling_section(results: Results, opts: dict[str, Any]) -> list[str]:
+    parts = ["## In-process ceiling", ""]
+    if not results.ceilings:
+        return [*parts, "Not measured in this run.", ""]
+    batch_sizes = sorted({b for c in results.ceilings.values() for b in c.model})
+    model_rows = []
+    for name, c in results.ceilings.items():
+        for callers, rates in ((1, c.model), (c.parallel_calls, c.model_parallel)):
+            if rates:
+                model_rows.append(
+                    [
+                        name,
+                        str(callers),
+                        *(
+                            f"{rates[b].per_second:,.1f} ({rates[b].ms_per_image:.2f} ms)" if b in rates else "-"
+                            for b in batch_sizes
+                        ),
+                    ]
+                )
+    parts += [
+        f"The model alone (`Classifier.probabilities` on prepared 224x224 images, {opts['model_seconds']} s per "
+        "batch size), images/s (wall-clock ms per image). *Callers* is how many threads call the model at once. "
+        "ONNX Runtime runs each call on one thread and as many calls side by side as there are CPUs (so does the "
+        "server's batcher; see `backend/classifier/_runtimes.py`); eager PyTorch spreads each call over every "
+        "CPU, one call at a time.",
+        "",
+        _table(["runtime", "callers", *(f"batch {b}" for b in batch_sizes)], model_rows),
+        "",
+        f"The whole pipeline on a 640x480 JPEG (`Classifier.prepare` = decode + preprocess, then "
+        f"`Classifier.probabilities`), {opts['pipeline_seconds']} s each. *Sequential*: one thread does "
+        "everything, one image or batch after another; *overlapped*: decoding runs on a thread pool (one thread "
+        "per CPU, as in the server) while the model runs, on as many model threads as the runtime runs calls "
+        "side by side. **The ceiling is the higher of the two**, and the reference for the server.",
+        "",
+    ]
+    rows = []
+    for name, c in results.ceilings.items():
+        seq, over = c.best("sequential"), c.best("overlapped")
+        rows.append(
+            [
+                name,
+                f"{seq.rate.per_second:,.1f} (batch {seq.batch_size})",
+                f"{over.rate.per_second:,.1f} (batch {over.batch_size}, {over.model_threads} model threads)",
+                f"**{c.ceiling.rate.per_second:,.1f}** ({c.ceiling.mode})",
+                f"{c.single_image_ms:.2f}",
+                ", ".join(f"{label}: {ms:.2f}" for label, ms in c.prepare_ms.items()),
+            ]
+        )
+    parts += [
+        _table(
+            [
+                "runtime",
+                "sequential images/s",
+                "overlapped images/s",
+                "ceiling images/s",
+                "one image, median ms",
+                "decode + preprocess, median ms",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    return parts
+
+
+def _server_section(results: Results, plot: Path | None, output: Path, opts: dict[str, Any]) -> list[str]:
+    parts = [
+        "## Server over HTTP",
+        "",
+        f"`python -m backend` (uvicorn, one process) on 127.0.0.1, loaded by wrk (one thread) posting a 640x480 "
+        f"JPEG as the raw body; each run {opts['duration']} s after a {opts['warmup']} s warm-up at the same "
+        "concurrency. Configurations:",
+        "",
+    ]
+    parts += [f"- **{c.key}**: {c.title}" for c in results.configs]
+    parts.append("")
+    rows = [
+        [
+            r.config,
+            str(r.clients),
+            f"**{r.per_second:,.1f}**",
+            _num(r.p50_ms, 2),
+            _num(r.p95_ms, 2),
+            _num(r.p99_ms, 2),
+            f"{r.requests:,}",
+            str(r.errors),
+            f"{r.server_cores:.2f}",
+            f"{r.wrk_cores:.2f}",
+            f"{r.per_cpu_second:,.1f}",
+        ]
+        for r in results.load
+        if r.image == "640x480"
+    ]
+    parts += [
+        _table(
+            [
+                "config",
+                "clients",
+                "images/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "requests",
+                "errors",
+                "server CPUs",
+                "wrk CPUs",
+                "images per CPU-second",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    if plot is not None:
+        parts += [f"![throughput against concurrency]({os.path.relpath(plot, output.parent)})", ""]
+    return parts
+
+
+def _phone_section(results: Results) -> list[str]:
+    parts = ["## Latency of a 12-megapixel photo", ""]
+    rows = []
+    for config in (c.key for c in results.configs):
+        vga, phone = results.find(config, "640x480", 1), results.find(config, "4032x3024", 1)
+        if vga and phone:
+            rows.append(
+                [
+                    config,
+                    f"{vga.p50_ms:.2f} / {vga.p95_ms:.2f} / {vga.p99_ms:.2f}",
+                    f"{phone.p50_ms:.2f} / {phone.p95_ms:.2f} / {phone.p99_ms:.2f}",
+                    f"{_ratio(phone.p50_ms, vga.p50_ms):.2f}x",
+                ]
+            )
+    if not rows:
+        return [*parts, "Not measured in this run.", ""]
+    return [
+        *parts,
+        "One client, one photo at a time: a 4032x3024 JPEG (a real photo upscaled to a phone camera's size) "
+        "against the same photo at 640x480. Large JPEGs are decoded at reduced scale (libjpeg DCT scaling), so "
+        "most of the difference left is upload and entropy decoding.",
+        "",
+        _table(["config", "640x480 p50 / p95 / p99 ms", "4032x3024 p50 / p95 / p99 ms", "p50 ratio"], rows),
+        "",
+    ]
+
+
+def _cold_section(results: Results) -> list[str]:
+    parts = ["## Cold start", ""]
+    if not results.cold_starts:
+        return [*parts, "Not measured in this run.", ""]
+    rows = [
+        [config, f"{statistics.mean(runs):.2f}", ", ".join(f"{s:.2f}" for s in runs)]
+        for config, runs in results.cold_starts.items()
+    ]
+    return [
+        *parts,
+        "From starting `python -m backend` to `GET /ready` answering 200 (model loaded and warmed up), with the "
+        "ONNX export already in the model cache as in the container image; a fresh process each time.",
+        "",
+        _table(["config", "mean s", "each start, s"], rows),
+        "",
+    ]
+
+
+def _memory_section(results: Results) -> list[str]:
+    parts = ["## Memory", ""]
+    if not results.memory:
+        return [*parts, "Not measured in this run.", ""]
+    return [
+        *parts,
+        "Resident memory (RSS) of a fresh fast server while it answers requests from 4 concurrent clients, "
+        "cycling through the cat and espresso photos at 320x240, 640x480, 1920x1080 and 4032x3024.",
+        "",
+        _table(
+            ["requests served", "RSS MiB"],
+            [[f"{s.requests:,}", f"{s.rss_bytes / 2**20:.1f}"] for s in results.memory],
+        ),
+        "",
+    ]
+
+
+def console_summary(results: Results) -> str:
+    """The tables worth seeing in a terminal: targets and the server runs."""
+    lines = ["", "target".ljust(92) + "measured".ljust(44) + "required".ljust(12) + "verdict"]
+    for t in targets(results):
+        lines.append(f"{t.name[:90]:<92}{t.measured[:42]:<44}{t.required:<12}{_verdict(t.met)}")
+    lines += [
+        "",
+        f"{'config':<8}{'image':>11}{'clients':>9}{'images/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'errors':>8}{'srv CPUs':>10}{'wrk CPUs':>10}",
+    ]
+    for r in results.load:
+        lines.append(
+            f"{r.config:<8}{r.image:>11}{r.clients:>9}{r.per_second:>11.1f}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}"
+            f"{r.p99_ms:>9.2f}{r.errors:>8}{r.server_cores:>10.2f}{r.wrk_cores:>10.2f}"
+        )
+    for name, c in results.ceilings.items():
+        lines.append(
+            f"in-process {name}: ceiling {c.ceiling.rate.per_second:.1f} images/s ({c.ceiling.mode}, batch "
+            f"{c.ceiling.batch_size}); model alone best {c.best_model[2].per_second:.1f} images/s at batch "
+            f"{c.best_model[1]} with {c.best_model[0]} caller(s); one image {c.single_image_ms:.2f} ms"
+        )
+    for config, runs in results.cold_starts.items():
+        lines.append(f"cold start {config}: {statistics.mean(runs):.2f} s (mean of {len(runs)})")
+    return "\n".join(lines)
+
+
+def plot_throughput(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5.2), dpi=120)
+    for config in results.configs:
+        points = sorted(
+            (r.clients, r.per_second) for r in results.load if r.config == config.key and r.image == "640x480"
+        )
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{config.key}: {config.title}")
+    styles = {"onnx": ("black", "--", "ONNX Runtime"), "torch": ("gray", ":", "eager PyTorch")}
+    for name, ceiling in results.ceilings.items():
+        color, dashes, label = styles.get(name, ("black", "-.", name))
+        ax.axhline(
+            ceiling.ceiling.rate.per_second,
+            color=color,
+            linestyle=dashes,
+            linewidth=1,
+            label=f"in-process ceiling, {label}",
+        )
+    clients = sorted({r.clients for r in results.load})
+    if clients:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(clients, [str(c) for c in clients])
+    ax.set_xlabel("concurrent clients (wrk connections)")
+    ax.set_ylabel("images/s (640x480 JPEG)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"Throughput against concurrency\n{results.machine.get('CPU', '')}, {results.machine.get('CPUs', '')}",
+        fontsize=9,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def to_json(results: Results) -> str:
+    def encode(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            data = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            for name in ("per_second", "ms_per_image", "ceiling"):
+                if hasattr(type(value), name) and isinstance(getattr(type(value), name), property):
+                    data[name] = encode(getattr(value, name))
+            return data
+        if isinstance(value, dict):
+            return {str(k): encode(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [encode(v) for v in value]
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+    payload = encode(results)
+    payload["targets"] = [encode(t) for t in targets(results)]
+    return json.dumps(payload, indent=2)
+
+
+def wrk_path() -> str | None:
+    return shutil.which("wrk")

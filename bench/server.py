@@ -1,0 +1,276 @@
+"""The real server under load: ``python -m backend`` processes, driven by ``wrk`` over HTTP on 127.0.0.1.
+
+``wrk`` (C, epoll, one thread here) posts a raw JPEG body on every request; its own CPU time is read
+from the kernel when it exits (``wait4``), the server's from ``/proc`` (psutil) before and after each
+run, so the report shows how little of the machine the load generator took.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from backend.config import Settings
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = Path(__file__).with_name("post_image.lua")
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    key: str
+    title: str
+    env: dict[str, str]
+
+
+NAIVE = ServerConfig(
+    "naive",
+    "eager PyTorch, no batching (RUNTIME=torch MAX_BATCH_SIZE=1)",
+    {"RUNTIME": "torch", "MAX_BATCH_SIZE": "1"},
+)
+FAST = ServerConfig("fast", "the defaults (ONNX Runtime, dynamic batching)", {})
+CONFIGS = (NAIVE, FAST)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_env(config: ServerConfig, port: int, cache_dir: Path) -> dict[str, str]:
+    """The environment of a benchmarked server: this one without any setting of ours, then the config's."""
+    ours = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in ours}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(HOST=HOST, PORT=str(port), MODEL_CACHE_DIR=str(cache_dir), ACCESS_LOG="false", **config.env)
+    return env
+
+
+def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+class Server:
+    """One ``python -m backend`` process on a free port (run from ``workdir``, so no ``.env`` applies)."""
+
+    def __init__(self, config: ServerConfig, cache_dir: Path, workdir: Path, ready_timeout: float = 180.0) -> None:
+        self.config = config
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self._env = server_env(config, self.port, cache_dir)
+        self._workdir = workdir
+        self._ready_timeout = ready_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self.startup_seconds = float("nan")
+        self.log_path = workdir / f"server-{config.key}-{self.port}.log"
+
+    def __enter__(self) -> Server:
+        with self.log_path.open("wb") as log:
+            started = time.perf_counter()
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "backend"], cwd=self._workdir, env=self._env, stdout=log, stderr=log
+            )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _wait_ready(self, started: float) -> None:
+        assert self._process is not None
+        while time.perf_counter() - started < self._ready_timeout:
+            if self._process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the {self.config.key} server exited with {self._process.returncode}:\n{tail}")
+            if http_status(self.port, "/ready", timeout=1.0) == 200:
+                self.startup_seconds = time.perf_counter() - started
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"the {self.config.key} server was not ready within {self._ready_timeout}s")
+
+    @property
+    def process(self) -> psutil.Process:
+        assert self._process is not None
+        return psutil.Process(self._process.pid)
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
+    def rss_bytes(self) -> int:
+        return int(self.process.memory_info().rss)
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    config: str
+    image: str  # e.g. "640x480"
+    clients: int
+    requests: int
+    seconds: float
+    errors: int  # socket errors, timeouts and non-2xx answers
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu_s: float
+    wrk_cpu_s: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def server_cores(self) -> float:
+        """How many CPUs the server kept busy on average."""
+        return self.server_cpu_s / self.seconds if self.seconds else 0.0
+
+    @property
+    def wrk_cores(self) -> float:
+        return self.wrk_cpu_s / self.seconds if self.seconds else 0.0
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Images per CPU-second the server used: speed per CPU, independent of idle time."""
+        return self.requests / self.server_cpu_s if self.server_cpu_s else 0.0
+
+
+def run_wrk(
+    wrk: str, server: Server, image: Path, image_label: str, clients: int, seconds: int, workdir: Path
+) -> LoadResult:
+    """``clients`` connections posting ``image`` as fast as answers come back, for ``seconds``."""
+    out_path = workdir / f"wrk-{server.config.key}-{image_label}-{clients}.out"
+    command = [
+        wrk,
+        "-t1",  # one thread handles these connection counts, and leaves the CPUs to the server
+        f"-c{clients}",
+        f"-d{max(1, seconds)}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(WRK_SCRIPT),
+        f"{server.url}/predict",
+    ]
+    server_cpu_before = server.cpu_seconds()
+    with out_path.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "BENCH_IMAGE": str(image)}
+        )
+    watchdog = threading.Timer(seconds + 60, process.kill)
+    watchdog.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)  # the child's own CPU time, from the kernel
+    finally:
+        watchdog.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    server_cpu = server.cpu_seconds() - server_cpu_before
+    text = out_path.read_text(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk exited with {process.returncode}:\n{text[-2000:]}")
+    line = next((x for x in text.splitlines() if x.startswith("BENCH_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{text[-2000:]}")
+    raw = json.loads(line.removeprefix("BENCH_RESULT "))
+    errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+    result = LoadResult(
+        config=server.config.key,
+        image=image_label,
+        clients=clients,
+        requests=int(raw["requests"]),
+        seconds=raw["duration_us"] / 1e6,
+        errors=int(errors),
+        mean_ms=raw["mean_us"] / 1000,
+        p50_ms=raw["p50_us"] / 1000,
+        p95_ms=raw["p95_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        server_cpu_s=server_cpu,
+        wrk_cpu_s=usage.ru_utime + usage.ru_stime,
+    )
+    if result.errors:
+        logger.warning("%s server, %d clients: %d requests failed", result.config, clients, result.errors)
+    return result
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    requests: int
+    rss_bytes: int
+
+
+def measure_memory(
+    server: Server, bodies: list[bytes], checkpoints: list[int], concurrency: int = 4
+) -> list[MemorySample]:
+    """Resident memory of the server after each number of requests in ``checkpoints`` (bodies sent in turn)."""
+    local = threading.local()
+
+    def post(index: int) -> None:
+        connection: http.client.HTTPConnection | None = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = http.client.HTTPConnection(HOST, server.port, timeout=60)
+        body = bodies[index % len(bodies)]
+        connection.request("POST", "/predict", body=body, headers={"Content-Type": "image/jpeg"})
+        response = connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"request {index}: HTTP {response.status}: {payload[:300]!r}")
+
+    samples = [MemorySample(0, server.rss_bytes())]
+    done = 0
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="bench-memory") as pool:
+        for target in checkpoints:
+            list(pool.map(post, range(done, target)))
+            done = target
+            samples.append(MemorySample(done, server.rss_bytes()))
+            logger.info("memory after %d requests: %.1f MiB", done, samples[-1].rss_bytes / 2**20)
+    return samples
+
+
+def cold_starts(config: ServerConfig, cache_dir: Path, workdir: Path, runs: int) -> list[float]:
+    """Seconds from process start to ``/ready`` answering 200, for ``runs`` fresh processes."""
+    seconds: list[float] = []
+    for _ in range(runs):
+        with Server(config, cache_dir, workdir) as server:
+            seconds.append(server.startup_seconds)
+    return seconds

@@ -1,0 +1,305 @@
+"""Load test for the image classifier's two services (locust).
+
+Two user classes, each of which can run alone (name it on the command line):
+
+- ``BackendUser`` posts real photos to ``POST /predict`` (multipart with one or several files, and raw
+  bodies), checks every answer's content (status, JSON shape, sizes, and that the top-1 class is
+  plausible for the photo), and polls ``GET /ready``. Its host is locust's ``--host``.
+- ``FrontendUser`` loads the Streamlit page ``/`` and its health endpoint ``/_stcore/health``. Its host is
+  ``--frontend-host`` (env ``FRONTEND_HOST``), so one run can load both services.
+
+Photos: by default made at start-up from scikit-image's sample photos (a cat and a cup of espresso) at
+320x240, 640x480, 1920x1080 and 4032x3024 (12 megapixels, a phone photo), so the top-1 class of each is
+known and checked. ``--images-dir DIR`` (env ``LOCUST_IMAGES_DIR``) sends your own JPEG/PNG/WebP files
+instead; their answers are checked for shape only.
+
+Private Cloud Run services: ``LOCUST_AUTH_TOKEN`` (backend) and ``FRONTEND_AUTH_TOKEN`` (frontend) are
+sent as ``Authorization: Bearer ...``; fill them from ``gcloud auth print-identity-token``.
+
+    locust -f locustfile.py --headless -u 16 -r 4 -t 1m --host http://127.0.0.1:8000 BackendUser
+
+See docs/loadtest.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from locust import HttpUser, between, events, task
+from locust.clients import ResponseContextManager
+from locust.env import Environment
+from PIL import Image, ImageOps
+
+logger = logging.getLogger("locustfile")
+
+# The sample photos and the top-1 classes this model may give them (ImageNet labels).
+SAMPLE_PHOTOS: dict[str, frozenset[str]] = {
+    "chelsea": frozenset({"tabby", "tiger cat", "Egyptian cat"}),  # a tabby cat
+    "coffee": frozenset({"espresso"}),  # a cup of espresso
+}
+SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (1920, 1080), (4032, 3024))
+IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+MULTI_FILES = 3
+
+
+@dataclass(frozen=True)
+class Photo:
+    filename: str
+    data: bytes
+    content_type: str
+    width: int | None  # as the server must report it; None when unknown (EXIF rotation of user files)
+    height: int | None
+    expected_top1: frozenset[str] | None  # None: the content is not checked
+
+
+@dataclass
+class Settings:
+    photos: list[Photo]
+    frontend_host: str
+    auth_token: str
+    frontend_auth_token: str
+
+
+SETTINGS = Settings(photos=[], frontend_host="", auth_token="", frontend_auth_token="")
+
+
+def _jpeg(image: Image.Image, size: tuple[int, int]) -> bytes:
+    """``image`` scaled and centre-cropped to ``size`` (no distortion), as a JPEG like a camera writes."""
+    out = io.BytesIO()
+    ImageOps.fit(image, size, Image.Resampling.BICUBIC).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def sample_photos() -> list[Photo]:
+    from skimage import data  # a dev dependency; only needed when no --images-dir is given
+
+    photos: list[Photo] = []
+    for name, expected in SAMPLE_PHOTOS.items():
+        image = Image.fromarray(getattr(data, name)()).convert("RGB")
+        for width, height in SIZES:
+            photos.append(
+                Photo(
+                    f"{name}-{width}x{height}.jpg", _jpeg(image, (width, height)), "image/jpeg", width, height, expected
+                )
+            )
+    return photos
+
+
+def folder_photos(folder: Path) -> list[Photo]:
+    photos = [
+        Photo(path.name, path.read_bytes(), IMAGE_SUFFIXES[path.suffix.lower()], None, None, None)
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not photos:
+        raise SystemExit(f"--images-dir {folder}: no {', '.join(sorted(IMAGE_SUFFIXES))} files")
+    return photos
+
+
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # locust's hooks are untyped
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--images-dir",
+        default="",
+        env_var="LOCUST_IMAGES_DIR",
+        help="folder of images to send (default: sample photos made at start-up, with checked labels)",
+    )
+    parser.add_argument(
+        "--frontend-host",
+        default="http://127.0.0.1:8501",
+        env_var="FRONTEND_HOST",
+        help="base URL of the Streamlit frontend, for FrontendUser",
+    )
+    parser.add_argument(
+        "--auth-token",
+        default="",
+        env_var="LOCUST_AUTH_TOKEN",
+        is_secret=True,
+        help="bearer token for a private backend (gcloud auth print-identity-token)",
+    )
+    parser.add_argument(
+        "--frontend-auth-token",
+        default="",
+        env_var="FRONTEND_AUTH_TOKEN",
+        is_secret=True,
+        help="bearer token for a private frontend",
+    )
+
+
+@events.init.add_listener  # type: ignore[untyped-decorator]
+def _load(environment: Environment, **_kwargs: Any) -> None:
+    options = environment.parsed_options
+    if options is None:  # locust used as a library: defaults
+        SETTINGS.photos = sample_photos()
+        SETTINGS.frontend_host = "http://127.0.0.1:8501"
+        return
+    SETTINGS.photos = folder_photos(Path(options.images_dir)) if options.images_dir else sample_photos()
+    SETTINGS.frontend_host = options.frontend_host.rstrip("/")
+    SETTINGS.auth_token = options.auth_token
+    SETTINGS.frontend_auth_token = options.frontend_auth_token
+    FrontendUser.host = SETTINGS.frontend_host
+    logger.info(
+        "%d photos to send, %.1f MB in all", len(SETTINGS.photos), sum(len(p.data) for p in SETTINGS.photos) / 1e6
+    )
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _problems(payload: Any, photos: list[Photo], top_k: int) -> Iterator[str]:
+    if not isinstance(payload, dict):
+        yield f"the answer is not a JSON object: {str(payload)[:200]}"
+        return
+    for key, kind in (("model", str), ("top_k", int), ("results", list), ("elapsed_ms", (int, float))):
+        if not isinstance(payload.get(key), kind):
+            yield f"{key!r} is missing or not {kind}"
+            return
+    if payload["top_k"] != top_k:
+        yield f"top_k is {payload['top_k']}, asked for {top_k}"
+    if len(payload["results"]) != len(photos):
+        yield f"{len(payload['results'])} results for {len(photos)} images"
+        return
+    for photo, result in zip(photos, payload["results"], strict=True):
+        yield from _result_problems(photo, result, top_k)
+
+
+def _result_problems(photo: Photo, result: Any, top_k: int) -> Iterator[str]:
+    name = photo.filename
+    if not isinstance(result, dict):
+        yield f"{name}: the result is not an object: {str(result)[:200]}"
+        return
+    size = (result.get("width"), result.get("height"))
+    if photo.width is not None and size != (photo.width, photo.height):
+        yield f"{name}: the answer says {size[0]}x{size[1]}, the photo is {photo.width}x{photo.height}"
+    predictions = result.get("predictions")
+    if (
+        not isinstance(predictions, list)
+        or len(predictions) != top_k
+        or not all(isinstance(p, dict) for p in predictions)
+    ):
+        yield f"{name}: expected {top_k} predictions, got {str(predictions)[:200]}"
+        return
+    probabilities = [p.get("probability") for p in predictions]
+    if not all(isinstance(p, float) and math.isfinite(p) and 0.0 <= p <= 1.0 for p in probabilities):
+        yield f"{name}: probabilities are not in [0, 1]: {probabilities}"
+    elif probabilities != sorted(probabilities, reverse=True):
+        yield f"{name}: predictions are not ranked by probability: {probabilities}"
+    top1 = predictions[0].get("label")
+    if photo.expected_top1 is not None and top1 not in photo.expected_top1:
+        yield f"{name}: top-1 is {top1!r}, expected one of {sorted(photo.expected_top1)}"
+
+
+def problem_with_prediction(payload: Any, photos: list[Photo], top_k: int) -> str | None:
+    """What is wrong with a ``/predict`` answer for ``photos`` (the first problem found), or None."""
+    return next(_problems(payload, photos, top_k), None)
+
+
+def _verdict(response: Any, problem: str | None) -> None:
+    """Record the request as failed with ``problem``, or as a success (locust's catch_response)."""
+    if problem:
+        response.failure(problem)
+    else:
+        response.success()
+
+
+def _prediction_problem(response: ResponseContextManager, photos: list[Photo], top_k: int) -> str | None:
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+    try:
+        payload = response.json()
+    except (ValueError, json.JSONDecodeError):
+        return f"not JSON: {response.text[:300]}"
+    return problem_with_prediction(payload, photos, top_k)
+
+
+def _status_problem(response: ResponseContextManager, must_contain: str = "") -> str | None:
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+    if must_contain not in response.text:
+        return f"the answer does not contain {must_contain!r}: {response.text[:300]}"
+    return None
+
+
+class BackendUser(HttpUser):
+    """An API client: curl users and scripts posting photos, plus a health checker."""
+
+    wait_time = between(0.05, 0.5)
+
+    @task(6)
+    def predict_multipart(self) -> None:
+        photo = random.choice(SETTINGS.photos)
+        with self.client.post(
+            "/predict",
+            files={"file": (photo.filename, photo.data, photo.content_type)},
+            headers=_auth(SETTINGS.auth_token),
+            name="/predict multipart",
+            catch_response=True,
+        ) as response:
+            _verdict(response, _prediction_problem(response, [photo], 5))
+
+    @task(3)
+    def predict_raw(self) -> None:
+        photo = random.choice(SETTINGS.photos)
+        with self.client.post(
+            "/predict?top_k=3",
+            data=photo.data,
+            headers={"Content-Type": photo.content_type, **_auth(SETTINGS.auth_token)},
+            name="/predict raw",
+            catch_response=True,
+        ) as response:
+            _verdict(response, _prediction_problem(response, [photo], 3))
+
+    @task(1)
+    def predict_several(self) -> None:
+        photos = random.sample(SETTINGS.photos, min(MULTI_FILES, len(SETTINGS.photos)))
+        with self.client.post(
+            "/predict?top_k=1",
+            files=[("file", (p.filename, p.data, p.content_type)) for p in photos],
+            headers=_auth(SETTINGS.auth_token),
+            name=f"/predict multipart x{len(photos)}",
+            catch_response=True,
+        ) as response:
+            _verdict(response, _prediction_problem(response, photos, 1))
+
+    @task(1)
+    def ready(self) -> None:
+        with self.client.get(
+            "/ready", headers=_auth(SETTINGS.auth_token), name="/ready", catch_response=True
+        ) as response:
+            _verdict(response, _status_problem(response))
+
+
+class FrontendUser(HttpUser):
+    """A browser opening the Streamlit page (the page itself; the app's websocket is not driven)."""
+
+    wait_time = between(0.5, 2.0)
+    host = "http://127.0.0.1:8501"  # replaced by --frontend-host; absolute URLs keep --host for the backend
+
+    @task(1)
+    def page(self) -> None:
+        with self.client.get(
+            f"{SETTINGS.frontend_host}/",
+            headers=_auth(SETTINGS.frontend_auth_token),
+            name="frontend /",
+            catch_response=True,
+        ) as response:
+            _verdict(response, _status_problem(response, 'id="root"'))  # Streamlit's page, not an error page
+
+    @task(3)
+    def health(self) -> None:
+        with self.client.get(
+            f"{SETTINGS.frontend_host}/_stcore/health",
+            headers=_auth(SETTINGS.frontend_auth_token),
+            name="frontend /_stcore/health",
+            catch_response=True,
+        ) as response:
+            _verdict(response, _status_problem(response, "ok"))

@@ -1,0 +1,202 @@
+"""The load test (locustfile.py) run headless, as a user would: against the real backend it must finish
+without a single failed request, and its checks must catch a server that answers wrongly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support import CAT, ROOT, free_port, jpeg_bytes, wait_for
+
+LOCUSTFILE = ROOT / "locustfile.py"
+BACKEND_REQUESTS = {"/predict multipart", "/predict raw", "/predict multipart x3", "/ready"}
+FRONTEND_REQUESTS = {"frontend /", "frontend /_stcore/health"}
+
+pytestmark = pytest.mark.slow
+
+
+def locust(
+    tmp_path: Path, *args: str, users: int = 8, seconds: int = 15, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, dict[str, str]], str]:
+    """Run locust headless; return its exit code, the CSV stats by request name, and its output."""
+    prefix = tmp_path / "locust"
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "--csv",
+        str(prefix),
+        "--exit-code-on-error",
+        "1",
+        "--only-summary",
+        *args,
+    ]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,  # no locust.conf or pyproject.toml of ours is read
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    stats_path = prefix.with_name("locust_stats.csv")
+    assert stats_path.exists(), output
+    with stats_path.open(newline="") as f:
+        stats = {row["Name"]: row for row in csv.DictReader(f)}
+    return done.returncode, stats, output
+
+
+def assert_all_ran_without_failures(stats: dict[str, dict[str, str]], names: set[str], output: str) -> None:
+    ran = {name for name, row in stats.items() if name != "Aggregated" and int(row["Request Count"]) > 0}
+    assert ran == names, output
+    failures = {name: row["Failure Count"] for name, row in stats.items() if int(row["Failure Count"])}
+    assert not failures, output
+
+
+def test_backend_users_run_every_request_type_without_a_failure(live_backend: str, tmp_path: Path) -> None:
+    code, stats, output = locust(tmp_path, "--host", live_backend, "BackendUser")
+    assert code == 0, output
+    assert_all_ran_without_failures(stats, BACKEND_REQUESTS, output)
+    assert int(stats["Aggregated"]["Request Count"]) >= 20, output
+
+
+def test_backend_users_send_a_folder_of_images(live_backend: str, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(jpeg_bytes(CAT, (800, 600)))
+    Image.open(CAT).convert("RGB").save(folder / "cat.png")
+    Image.open(CAT).convert("RGB").save(folder / "cat.webp")
+    (folder / "notes.txt").write_text("not an image, skipped")
+    code, stats, output = locust(
+        tmp_path, "--host", live_backend, "--images-dir", str(folder), "BackendUser", users=3, seconds=6
+    )
+    assert code == 0, output
+    assert "3 photos to send" in output
+    assert {n for n, r in stats.items() if int(r["Request Count"])} >= {"/predict multipart", "/predict raw"}, output
+    assert int(stats["Aggregated"]["Failure Count"]) == 0, output
+
+
+class WrongAnswers(BaseHTTPRequestHandler):
+    """Answers /predict with the right shape and sizes but the wrong class: a goldfish for everything."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Type", "").startswith("multipart/"):
+            sizes = [(1, 1)] * body.count(b'name="file"')
+        else:
+            sizes = [Image.open(io.BytesIO(body)).size]
+        k = int(self.path.partition("top_k=")[2] or 5)
+        result = {
+            "model": "stub",
+            "top_k": k,
+            "elapsed_ms": 1.0,
+            "results": [
+                {
+                    "filename": None,
+                    "format": "JPEG",
+                    "width": w,
+                    "height": h,
+                    "predictions": [
+                        {"index": 1 + i, "label": "goldfish", "probability": 0.5 / (i + 1)} for i in range(k)
+                    ],
+                }
+                for w, h in sizes
+            ],
+        }
+        self._send(200, json.dumps(result).encode())
+
+    def do_GET(self) -> None:
+        self._send(200, b'{"status": "ready"}')
+
+    def _send(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def wrong_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), WrongAnswers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_server_giving_wrong_classes_fails_the_load_test(wrong_server: str, tmp_path: Path) -> None:
+    code, stats, output = locust(tmp_path, "--host", wrong_server, "BackendUser", users=2, seconds=5)
+    assert code == 1, output
+    assert int(stats["/predict raw"]["Failure Count"]) == int(stats["/predict raw"]["Request Count"]) > 0, output
+    assert int(stats["/ready"]["Failure Count"]) == 0, output
+    with (tmp_path / "locust_failures.csv").open(newline="") as f:
+        errors = " ".join(row["Error"] for row in csv.DictReader(f))
+    assert "top-1 is 'goldfish'" in errors, errors
+
+
+@pytest.fixture
+def streamlit_page(tmp_path: Path) -> Iterator[str]:
+    """A real Streamlit server (a one-line app) for the frontend user class."""
+    app = tmp_path / "app.py"
+    app.write_text("import streamlit as st\n\nst.title('load test')\n")
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address=127.0.0.1",
+        f"--server.port={port}",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+    ]
+    with (tmp_path / "streamlit.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(f"{url}/_stcore/health", 60, process)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_frontend_users_alone_load_the_streamlit_page(streamlit_page: str, tmp_path: Path) -> None:
+    code, stats, output = locust(tmp_path, "FrontendUser", users=3, seconds=6, env={"FRONTEND_HOST": streamlit_page})
+    assert code == 0, output
+    assert_all_ran_without_failures(stats, FRONTEND_REQUESTS, output)
