@@ -91,7 +91,9 @@ def load_classifier(
     started = time.perf_counter()
     if runtime == "onnx":
         from ._export import INFO_FILE, ensure_onnx
+        from ._images import release_large_buffers_to_the_os
 
+        release_large_buffers_to_the_os()
         artifact = ensure_onnx(spec, cache_dir)
         info = ModelInfo.from_json((artifact / INFO_FILE).read_text(encoding="utf-8"))
         classifier = Classifier(info, OnnxRuntime(artifact, threads))
