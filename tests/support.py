@@ -78,15 +78,18 @@ def wait_for(url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] |
 
 
 @contextlib.contextmanager
-def backend_server(env: Mapping[str, str], log_path: Path, ready_timeout: float = 90.0) -> Iterator[str]:
-    """Run ``python -m backend`` (uvicorn, the real entry point) on a free port; yield its base URL."""
+def server_process(
+    module: str, ready_path: str, env: Mapping[str, str], log_path: Path, ready_timeout: float = 90.0
+) -> Iterator[str]:
+    """Run ``python -m <module>`` on a free port (HOST/PORT in its environment) until ``ready_path``
+    answers 200; yield its base URL; stop it (SIGTERM, then SIGKILL) however the test ends."""
     port = free_port()
     full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=full_env, stdout=log, stderr=log)
+        process = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=log, stderr=log)
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_for(f"{base}/ready", ready_timeout, process)
+            wait_for(f"{base}{ready_path}", ready_timeout, process)
             yield base
         finally:
             process.terminate()
@@ -95,3 +98,15 @@ def backend_server(env: Mapping[str, str], log_path: Path, ready_timeout: float 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def backend_server(
+    env: Mapping[str, str], log_path: Path, ready_timeout: float = 90.0
+) -> contextlib.AbstractContextManager[str]:
+    """The real backend (``python -m backend``, uvicorn) on a free port, ready once ``/ready`` says 200."""
+    return server_process("backend", "/ready", env, log_path, ready_timeout)
+
+
+def frontend_server(backend_url: str, log_path: Path) -> contextlib.AbstractContextManager[str]:
+    """The real frontend (``python -m frontend``, Streamlit) on a free port, talking to ``backend_url``."""
+    return server_process("frontend", "/_stcore/health", {"BACKEND_URL": backend_url}, log_path, 60.0)

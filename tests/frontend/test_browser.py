@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import CAT, CAT_CLASSES, ROOT, free_port, need, wait_for
+from tests.support import CAT, CAT_CLASSES, ROOT, frontend_server, need
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,21 +31,8 @@ TIMEOUT_MS = 90_000
 @pytest.fixture
 def frontend(live_backend: str, tmp_path: Path) -> Iterator[str]:
     """The real ``python -m frontend`` on a free port, talking to the real backend."""
-    port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "BACKEND_URL": live_backend}
-    with (tmp_path / "frontend.log").open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "frontend"], cwd=ROOT, env=env, stdout=log, stderr=log)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_for(f"{base}/_stcore/health", 60, process)
-            yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with frontend_server(live_backend, tmp_path / "frontend.log") as url:
+        yield url
 
 
 @pytest.mark.browser

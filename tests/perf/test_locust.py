@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support import CAT, ROOT, free_port, jpeg_bytes, wait_for
+from tests.support import CAT, ROOT, frontend_server, jpeg_bytes
 
 LOCUSTFILE = ROOT / "locustfile.py"
 BACKEND_REQUESTS = {"/predict multipart", "/predict raw", "/predict multipart x3", "/ready"}
@@ -165,35 +165,10 @@ def test_a_server_giving_wrong_classes_fails_the_load_test(wrong_server: str, tm
 
 
 @pytest.fixture
-def streamlit_page(tmp_path: Path) -> Iterator[str]:
-    """A real Streamlit server (a one-line app) for the frontend user class."""
-    app = tmp_path / "app.py"
-    app.write_text("import streamlit as st\n\nst.title('load test')\n")
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(app),
-        "--server.address=127.0.0.1",
-        f"--server.port={port}",
-        "--server.headless=true",
-        "--browser.gatherUsageStats=false",
-    ]
-    with (tmp_path / "streamlit.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=log)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for(f"{url}/_stcore/health", 60, process)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def streamlit_page(live_backend: str, tmp_path: Path) -> Iterator[str]:
+    """Our real frontend (``python -m frontend``), for the frontend user class."""
+    with frontend_server(live_backend, tmp_path / "frontend.log") as url:
+        yield url
 
 
 def test_frontend_users_alone_load_the_streamlit_page(streamlit_page: str, tmp_path: Path) -> None:
