@@ -11,14 +11,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from backend.batching import BatcherClosed, QueueFull
-from backend.classifier import ImageTooLarge, InvalidImage, UnsupportedImage
+from backend.classifier import (
+    DecoderBusy,
+    DecoderClosed,
+    DecodeTimeout,
+    ImageError,
+    ImageTooLarge,
+    InvalidImage,
+    UnsupportedImage,
+)
 from backend.schemas import ErrorResponse
 from backend.service import ImageFailed, NotReady
 from backend.uploads import UploadError
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_STATUS = {ImageTooLarge: 413, UnsupportedImage: 415, InvalidImage: 400}
+_IMAGE_STATUS: dict[type[ImageError], int] = {
+    ImageTooLarge: 413,
+    UnsupportedImage: 415,
+    DecodeTimeout: 422,
+    InvalidImage: 400,
+}
 RETRY_AFTER_S = "1"
 
 
@@ -34,10 +47,10 @@ PREDICT_ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "empty body, malformed multipart, no 'file' part, corrupt or truncated image",
-        413: "image over the byte or pixel limit, too many files, body too large",
-        415: "not an image, or an unsupported format",
-        422: "invalid query parameter (top_k out of range)",
-        503: "model loading, shutting down, or queue full (see Retry-After)",
+        413: "image over the byte, pixel or decode-memory limit, too many files, body too large",
+        415: "not an image, or an unsupported format or encoding",
+        422: "invalid query parameter (top_k), or an image that took more than its CPU budget to decode",
+        503: "model loading, shutting down, queue or memory budgets full, decoders busy (see Retry-After)",
         504: "the request took longer than REQUEST_TIMEOUT_S",
     }.items()
 }
@@ -46,7 +59,16 @@ PREDICT_ERRORS: dict[int | str, dict[str, object]] = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UploadError)
     async def _upload(_: Request, exc: UploadError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(DecoderBusy)
+    async def _decoders_busy(_: Request, exc: DecoderBusy) -> JSONResponse:
+        return error_response(503, exc.code, exc.message, {"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(DecoderClosed)
+    async def _decoders_closed(_: Request, exc: DecoderClosed) -> JSONResponse:
+        return error_response(503, "model_stopping", exc.message, {"Retry-After": RETRY_AFTER_S})
 
     @app.exception_handler(ImageFailed)
     async def _image(_: Request, exc: ImageFailed) -> JSONResponse:

@@ -6,12 +6,15 @@ Public surface::
     clf = load_classifier(ModelSpec(), runtime="onnx", cache_dir=Path("~/.cache/x").expanduser())
     clf.classify([open("cat.jpg", "rb").read()], top_k=3)
 
-torch is only imported to build or export a model, never to serve an exported one.
+torch is only imported to build or export a model, never to serve an exported one. A server decodes
+untrusted images with ``DecoderPool`` (worker processes, each image within a CPU and memory budget).
 """
 
+from ._allocator import return_free_memory
 from ._classifier import Classifier, Prediction, PreparedImage, load_classifier
 from ._errors import (
     ClassifierError,
+    DecodeTimeout,
     ImageError,
     ImageTooLarge,
     InvalidImage,
@@ -20,6 +23,7 @@ from ._errors import (
 )
 from ._images import SUPPORTED_FORMATS, ImageLimits
 from ._model import EMBEDDED_MODEL, ModelInfo, ModelSpec
+from ._pool import DecoderBusy, DecoderClosed, DecoderPool, DecoderSettings
 from ._preprocess import Preprocessing
 from ._runtimes import RuntimeName, default_threads
 
@@ -28,6 +32,11 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "Classifier",
     "ClassifierError",
+    "DecodeTimeout",
+    "DecoderBusy",
+    "DecoderClosed",
+    "DecoderPool",
+    "DecoderSettings",
     "ImageError",
     "ImageLimits",
     "ImageTooLarge",
@@ -42,4 +51,5 @@ __all__ = [
     "UnsupportedImage",
     "default_threads",
     "load_classifier",
+    "return_free_memory",
 ]

@@ -90,8 +90,8 @@ def load_classifier(
     """Build the classifier for ``spec`` on ``runtime``. ONNX exports are cached in ``cache_dir``."""
     started = time.perf_counter()
     if runtime == "onnx":
+        from ._allocator import release_large_buffers_to_the_os
         from ._export import INFO_FILE, ensure_onnx
-        from ._images import release_large_buffers_to_the_os
 
         release_large_buffers_to_the_os()
         artifact = ensure_onnx(spec, cache_dir)

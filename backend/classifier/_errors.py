@@ -31,6 +31,12 @@ class UnsupportedImage(ImageError):
     code = "unsupported_image"
 
 
+class DecodeTimeout(ImageError):
+    """Decoding the image used more CPU time than its budget, so it was stopped."""
+
+    code = "decode_timeout"
+
+
 class ImageTooLarge(ImageError):
     """The image exceeds the byte or pixel limit."""
 

@@ -9,10 +9,8 @@ images are averaged down right after decoding, before any conversion makes more 
 
 from __future__ import annotations
 
-import ctypes
 import io
-import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,29 +27,6 @@ SUPPORTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # replaces it, so a warning never escapes into logs or tests.
 Image.MAX_IMAGE_PIXELS = None
 Image.init()  # register every plugin now (MPO among them), not lazily inside a request
-
-_M_MMAP_THRESHOLD: Final = -3  # glibc's mallopt parameter
-
-
-def release_large_buffers_to_the_os() -> None:
-    """Make glibc serve allocations of 1 MB or more with mmap, so freed image buffers return to the OS.
-
-    By default glibc raises that threshold as soon as a large buffer is freed, after which decoded
-    images (Pillow allocates them in 16 MB blocks) come from per-thread heaps that keep the memory:
-    a server that decoded a few large images sat on hundreds of MB it did not use. An explicit
-    ``MALLOC_MMAP_THRESHOLD_`` in the environment wins; other C libraries are left alone.
-
-    Called by ``load_classifier`` for ONNX Runtime only (it allocates from its own arena, and serving
-    throughput measured the same either way). Eager PyTorch allocates its activations with malloc on
-    every forward pass: mapping and unmapping them each time made it 2.5x slower, so it is left alone.
-    """
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return
-    mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 _WHITE: Final = (255, 255, 255)
@@ -70,6 +45,10 @@ _HIGH_DEPTH: Final = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 # Modes Image.reduce averages correctly (it premultiplies alpha itself); palette and 1-bit are not among them.
 _REDUCIBLE: Final = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
 _ROWS_PER_BLOCK: Final = 512
+_ONE_BYTE_MODES: Final = ("1", "L", "P")
+_TWO_BYTE_MODES: Final = ("I;16", "I;16L", "I;16B", "I;16N")
+_DECODER_OVERHEAD: Final = 16 << 20
+_BMP_RLE: Final = (1, 2)  # BI_RLE8, BI_RLE4: decoded by Pillow in pure Python (a 29 kB file took 17.8 s)
 
 
 @dataclass(frozen=True)
@@ -98,11 +77,43 @@ def check_size(n_bytes: int, limits: ImageLimits) -> None:
         )
 
 
-def decode_image(data: bytes, limits: ImageLimits, min_short_side: int = 0) -> DecodedImage:
+def decode_memory(image: Image.Image, full_size: tuple[int, int]) -> int:
+    """Bytes that decoding ``image`` (opened, draft already chosen) will allocate, from its header alone.
+
+    Calibrated on 7000x7000 PNGs of every mode and 50-megapixel photos (peak RSS of a decoder process minus
+    its baseline and the file; ``python -m tests.hostile.attacks measure`` has the images): Pillow stores
+    most modes at 4 bytes a pixel and converts once to RGB(A) at 4 more (RGBA 7.7 bytes a pixel measured);
+    palette images are stored at 1 and converted at 4 (4.8), or 8 with transparency (8.6); 16-bit images
+    are copied once more for the conversion to 8 bits (6.5); WebP decodes through libwebp's RGBA buffer
+    and Pillow's copy (15.7); a progressive JPEG keeps every DCT coefficient of the full-size image, 2 bytes
+    each, even when decoded at 1/8 scale. A baseline JPEG decoded at 1/8 scale needs a few MB.
+    """
+    width, height = image.size
+    pixels = width * height
+    mode = image.mode
+    stored = 1 if mode in _ONE_BYTE_MODES else 2 if mode in _TWO_BYTE_MODES else 4
+    per_pixel = stored + 4  # the decoded image, and one RGB(A) conversion of it
+    if mode == "P" and "transparency" in image.info:
+        per_pixel += 4
+    elif mode in _HIGH_DEPTH:
+        per_pixel = 2 * stored + 5
+    if image.format == "WEBP":
+        per_pixel = 16
+    estimate = pixels * per_pixel
+    if image.format in ("JPEG", "MPO") and image.info.get("progressive"):
+        estimate += full_size[0] * full_size[1] * len(image.getbands()) * 2
+    return estimate + _DECODER_OVERHEAD
+
+
+def decode_image(
+    data: bytes, limits: ImageLimits, min_short_side: int = 0, reserve: Callable[[int], None] | None = None
+) -> DecodedImage:
     """Decode ``data`` into RGB, refusing what is not a supported, intact image within ``limits``.
 
     ``min_short_side``: the smallest shorter side the caller needs; a JPEG may be decoded at 1/2, 1/4
-    or 1/8 scale as long as the result keeps at least that much.
+    or 1/8 scale as long as the result keeps at least that much. ``reserve``, if given, is called with
+    the bytes decoding will need (``decode_memory``) once the header is read and before any pixel is; it
+    raises to refuse.
     """
     if not data:
         raise InvalidImage("The image is empty (0 bytes). Send the image file's contents.")
@@ -125,11 +136,19 @@ def decode_image(data: bytes, limits: ImageLimits, min_short_side: int = 0) -> D
             f"{limits.max_pixels / 1e6:.1f} megapixels. Downscale it before sending."
         )
     fmt = image.format or "unknown"
+    if fmt == "BMP" and image.info.get("compression") in _BMP_RLE:
+        raise UnsupportedImage(
+            "BMP images with RLE compression are not accepted (they decode too slowly). "
+            "Send it as a PNG or an uncompressed BMP."
+        )
     try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         if min_short_side and image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
             image.draft(image.mode, (min_short_side, min_short_side))
+        if reserve is not None:
+            reserve(decode_memory(image, (width, height)))
         image.load()  # the first frame of animations; decodes now so errors surface here
+        # After load(): for a PNG, getexif() loads the whole image itself (eXIf may follow the pixels).
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         frame = _shrink(image, min_short_side)
         if (turn := _EXIF_TRANSPOSE.get(orientation)) is not None:
             frame = frame.transpose(turn)
