@@ -82,11 +82,18 @@ class Batcher:
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._batch_started: dict[asyncio.Task[None], float] = {}
         self.in_flight = 0  # images submitted and not yet answered
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def longest_running_batch_s(self) -> float:
+        """How long the oldest forward pass in progress has been running (0 when none is)."""
+        if not self._batch_started:
+            return 0.0
+        return time.perf_counter() - min(self._batch_started.values())
 
     def start(self) -> None:
         if self._dispatcher is None:
@@ -151,7 +158,12 @@ class Batcher:
                 raise
             task = loop.create_task(self._execute(batch), name="batch")
             self._running.add(task)
+            self._batch_started[task] = time.perf_counter()
             task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._forget_batch)
+
+    def _forget_batch(self, task: asyncio.Task[None]) -> None:
+        self._batch_started.pop(task, None)
 
     async def _execute(self, batch: list[_Item]) -> None:
         try:
@@ -172,6 +184,15 @@ class Batcher:
                 self._on_batch(BatchStats(len(batch), time.perf_counter() - started, len(self._queue)))
         finally:
             self._slots.release()
+
+    def abort(self) -> None:
+        """Refuse new images and fail every queued one with ``BatcherClosed`` (forward passes running finish)."""
+        self._closing = True
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(BatcherClosed("the server is shutting down"))
+        self._wakeup.set()
 
     async def close(self) -> None:
         """Stop taking images, finish every image already accepted, then stop the dispatcher."""

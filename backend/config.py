@@ -7,11 +7,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import ByteSize, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.auth import GOOGLE_CERTS_URL
 from backend.classifier import EMBEDDED_MODEL, ImageLimits, ModelSpec, RuntimeName
+from backend.server import ConnectionLimits
+
+KiB = 1024
+MiB = 1024 * KiB
 
 
 def _default_cache_dir() -> Path:
@@ -40,14 +44,34 @@ class Settings(BaseSettings):
     request_timeout_s: PositiveFloat = 30.0
 
     # --- limits on what users send
-    max_image_bytes: PositiveInt = 20 * 1024 * 1024
+    max_image_bytes: ByteSize = Field(ByteSize(20 * MiB), gt=0, description="per image")
     max_image_pixels: PositiveInt = 50_000_000
     max_files: PositiveInt = 16
+    max_request_bytes: ByteSize = Field(
+        ByteSize(32 * MiB), gt=0, description="per request body (Cloud Run's HTTP/1 front end refuses more)"
+    )
     default_top_k: Annotated[int, Field(ge=1, le=1000)] = 5
+
+    # --- budgets that stop hostile input (see docs/reliability.md)
+    upload_memory_bytes: ByteSize = Field(
+        ByteSize(320 * MiB), gt=0, description="request bodies held in memory by all requests together"
+    )
+    decode_timeout_s: PositiveFloat = Field(3.0, description="CPU seconds one image may take to decode")
+    decode_memory_bytes: ByteSize = Field(
+        ByteSize(1024 * MiB), gt=0, description="memory all image decodes may use together (and one at most)"
+    )
+    decode_processes: int = Field(0, ge=0, description="decoder processes at normal priority; 0 = two per CPU")
+    stall_timeout_s: PositiveFloat = Field(
+        60.0, description="a forward pass or normal-priority decode running longer makes /health fail"
+    )
 
     # --- HTTP
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    max_header_bytes: ByteSize = Field(ByteSize(16 * KiB), ge=1024, description="request line and headers")
+    header_timeout_s: PositiveFloat = Field(10.0, description="from a request's first byte to its last header")
+    keep_alive_timeout_s: PositiveFloat = Field(75.0, description="idle connections, new ones included")
+    max_connections: PositiveInt = Field(1000, description="open connections; beyond, 503 at once")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -73,11 +97,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _one_request_fits_the_queue(self) -> Settings:
+    def _one_request_fits(self) -> Settings:
         if self.max_files > self.max_queue_size:
             raise ValueError(
                 f"MAX_FILES ({self.max_files}) exceeds MAX_QUEUE_SIZE ({self.max_queue_size}): "
                 "a request with that many images could never be admitted"
+            )
+        if self.max_request_bytes > self.upload_memory_bytes:
+            raise ValueError(
+                f"MAX_REQUEST_BYTES ({self.max_request_bytes}) exceeds UPLOAD_MEMORY_BYTES "
+                f"({self.upload_memory_bytes}): a request that large could never be read"
             )
         return self
 
@@ -102,9 +131,14 @@ class Settings(BaseSettings):
         return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
 
     @property
-    def max_body_bytes(self) -> int:
-        """The largest request body worth reading: every file at its limit, plus multipart framing."""
-        return self.max_files * (self.max_image_bytes + 16 * 1024)
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout_s=self.header_timeout_s,
+            keep_alive_timeout_s=self.keep_alive_timeout_s,
+            max_connections=self.max_connections,
+            drain_bytes=2 * self.max_request_bytes,
+        )
 
 
 @lru_cache

@@ -45,3 +45,20 @@ class Metrics:
         )
         self.model_info = Info("model", "The model being served", registry=r)
         self.ready = Gauge("model_ready", "1 when the model is loaded and warmed up", registry=r)
+        # The budgets against hostile input (set when /metrics is read, from the service and the server).
+        self.decodes_in_progress = Gauge("image_decodes_in_progress", "Images being decoded now", registry=r)
+        self.decode_memory = Gauge("image_decode_memory_bytes", "Decode memory leased now", registry=r)
+        self.upload_memory = Gauge("upload_memory_bytes", "Request bodies held in memory now", registry=r)
+        self.open_connections = Gauge("http_connections_open", "Open client connections", registry=r)
+        self.decodes_stopped = Gauge(
+            "image_decodes_stopped",
+            "Images the decoders stopped or refused since start, by reason (a count; reported as a gauge)",
+            ["reason"],
+            registry=r,
+        )
+        self.connections_refused = Gauge(
+            "http_connections_refused",
+            "Connections refused by the server's budgets since start, by reason (a count; reported as a gauge)",
+            ["reason"],
+            registry=r,
+        )

@@ -1,4 +1,4 @@
-"""One pure-ASGI middleware for what every request needs: metrics and a structured access log."""
+"""One pure-ASGI middleware for what every request needs: metrics, a structured access log, security headers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.metrics import Metrics
 
 logger = logging.getLogger("backend.access")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class ObservabilityMiddleware:
@@ -30,6 +31,8 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # Every answer is JSON or text; browsers must not guess another type from user-influenced bytes.
+                message["headers"] = [*message.get("headers", ()), _NOSNIFF]
             await send(message)
 
         self.metrics.in_progress.inc()

@@ -36,7 +36,8 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "wedged"] = "ok"
+    detail: str | None = None
 
 
 class ReadyResponse(BaseModel):

@@ -1,17 +1,28 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.deps import ServiceDep, SettingsDep
 from backend.schemas import ErrorResponse, HealthResponse, ModelResponse, PreprocessingInfo, ReadyResponse
+from backend.service import ModelService
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
-async def health() -> HealthResponse:
-    return HealthResponse()
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    response_model_exclude_none=True,
+    responses={503: {"model": HealthResponse, "description": "inference or decoding is wedged: restart"}},
+    summary="Liveness: the process answers and its inference and decoders make progress",
+)
+async def health(request: Request) -> HealthResponse | JSONResponse:
+    service: ModelService | None = getattr(request.app.state, "service", None)  # None before the lifespan runs
+    problem = service.health() if service is not None else None
+    if problem is None:
+        return HealthResponse()
+    return JSONResponse(HealthResponse(status="wedged", detail=problem).model_dump(), status_code=503)
 
 
 @router.get(
@@ -21,9 +32,10 @@ async def health() -> HealthResponse:
     summary="Readiness: the model is loaded and warmed up",
 )
 async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
-    if service.state == "ready":
+    if service.state == "ready" and not service.draining:
         return ReadyResponse(status="ready")
-    body = ReadyResponse(status=service.state, detail=service.error)
+    state = "stopping" if service.draining else service.state
+    body = ReadyResponse(status=state, detail=service.error)
     return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
 
@@ -34,7 +46,7 @@ async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
     summary="The model being served and how inputs are prepared for it",
 )
 async def model(service: ServiceDep, settings: SettingsDep) -> ModelResponse:
-    classifier, _ = service.ensure_ready()
+    classifier, _, _ = service.ensure_ready()
     info = classifier.info
     p = info.preprocessing
     return ModelResponse(

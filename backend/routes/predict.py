@@ -5,6 +5,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BeforeValidator
 
 from backend.deps import ServiceDep, SettingsDep
 from backend.errors import PREDICT_ERRORS
@@ -14,6 +15,15 @@ from backend.uploads import read_uploads
 router = APIRouter(tags=["predict"])
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def decimal_integer(value: object) -> object:
+    """Query integers as people write them: ``3``, not ``3_0``, ``+3``, ``3.0`` or `` 3`` (which int() takes)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written with the digits 0-9")
+    return value
+
+
 _REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "description": "Images as multipart `file` parts (several allowed), or one image as the raw body.",
@@ -46,7 +56,11 @@ async def predict(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
-    top_k: Annotated[int | None, Query(ge=1, le=1000, description="how many classes per image (default 5)")] = None,
+    top_k: Annotated[
+        int | None,
+        BeforeValidator(decimal_integer),
+        Query(ge=1, le=1000, description="how many classes per image (default 5)"),
+    ] = None,
 ) -> PredictResponse:
     """Top-k ImageNet (or your checkpoint's) classes for each image, most probable first.
 
@@ -60,16 +74,18 @@ async def predict(
     service.ensure_capacity()
     k = top_k or settings.default_top_k
     length = request.headers.get("content-length")
-    async with asyncio.timeout(settings.request_timeout_s):
-        uploads = await read_uploads(
-            request.headers.get("content-type"),
-            int(length) if length and length.isdigit() else None,
-            request.stream(),
-            max_files=settings.max_files,
-            max_image_bytes=settings.max_image_bytes,
-            max_body_bytes=settings.max_body_bytes,
-        )
-        results = await service.classify(uploads, k)
+    with service.uploads.lease() as lease:  # the body's memory, counted as it is read, given back at the end
+        async with asyncio.timeout(settings.request_timeout_s):
+            uploads = await read_uploads(
+                request.headers.get("content-type"),
+                int(length) if length and length.isdigit() else None,
+                request.stream(),
+                lease,
+                max_files=settings.max_files,
+                max_image_bytes=settings.max_image_bytes,
+                max_request_bytes=settings.max_request_bytes,
+            )
+            results = await service.classify(uploads, k)
     model = service.classifier.info.name if service.classifier else settings.model_name
     return PredictResponse(
         model=model,

@@ -117,11 +117,71 @@ def test_top_k_1000_returns_every_class_summing_to_one(client: TestClient) -> No
     assert sum(p["probability"] for p in predictions) == pytest.approx(1.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("top_k", ["0", "1001", "-3", "five"])
-def test_top_k_out_of_range_is_422(client: TestClient, top_k: str) -> None:
+@pytest.mark.parametrize("top_k", ["0", "1001", "-3", "five", "3_0", "+3", "3.0", "%203", "3%20", "%EF%BC%93", "0x3"])
+def test_top_k_out_of_range_or_not_a_plain_decimal_is_422(client: TestClient, top_k: str) -> None:
     response = client.post(f"/predict?top_k={top_k}", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
     body = _assert_error(response, 422, "invalid_request")
     assert "top_k" in body["detail"]
+
+
+@pytest.mark.parametrize(("top_k", "returned"), [("3", 3), ("03", 3), ("1000", 1000)])
+def test_top_k_in_plain_decimal_digits_is_taken(client: TestClient, top_k: str, returned: int) -> None:
+    response = client.post(f"/predict?top_k={top_k}", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["results"][0]["predictions"]) == returned
+
+
+def test_every_answer_forbids_content_sniffing(client: TestClient) -> None:
+    for response in (
+        client.get("/health"),
+        client.get("/ready"),
+        client.get("/nowhere"),
+        client.post("/predict", content=b"<html><script>alert(1)</script>", headers={"Content-Type": "text/html"}),
+        client.post("/predict", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"}),
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+
+
+@pytest.mark.parametrize("length", [71, 257, 5000])
+def test_a_multipart_boundary_longer_than_rfc_2046_allows_is_400(client: TestClient, length: int) -> None:
+    boundary = "b" * length
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'.encode()
+    body += CAT_JPEG + f"\r\n--{boundary}--\r\n".encode()
+    response = client.post(
+        "/predict", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    body_json = _assert_error(response, 400, "invalid_multipart")
+    assert "70" in body_json["detail"]
+
+
+def test_bytes_after_the_closing_boundary_are_not_read(client: TestClient) -> None:
+    boundary = "x" * 30
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'.encode()
+    body += CAT_JPEG + f"\r\n--{boundary}--\r\n".encode() + b"junk that is never parsed " * 100_000
+    response = client.post(
+        "/predict", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_bmp_with_rle_compression_is_refused_from_its_header(client: TestClient) -> None:
+    from tests.hostile.attacks import bmp_rle
+
+    response = client.post("/predict", files={"file": ("rle.bmp", bmp_rle(64, 64), "image/bmp")})
+    body = _assert_error(response, 415, "unsupported_image")
+    assert "RLE" in body["detail"]
+
+
+def test_an_image_over_its_decode_cpu_budget_is_422(make_client: Callable[..., TestClient]) -> None:
+    from tests.hostile.attacks import progressive_jpeg_scans
+
+    client = make_client(decode_timeout_s=0.3)
+    started = time.monotonic()
+    response = client.post("/predict", files={"file": ("scans.jpg", progressive_jpeg_scans(), "image/jpeg")})
+    body = _assert_error(response, 422, "decode_timeout")
+    assert time.monotonic() - started < 5
+    assert "0.3 s of CPU" in body["detail"]
+    assert client.post("/predict", content=CAT_JPEG).status_code == 200  # the decoder was replaced
 
 
 def test_empty_body_is_400(client: TestClient) -> None:
@@ -257,9 +317,11 @@ def test_a_model_that_fails_to_load_is_reported(make_client: Callable[..., TestC
         time.sleep(0.02)
     ready = client.get("/ready")
     assert ready.status_code == 503
-    assert ready.json() == {"status": "failed", "detail": "RuntimeError: weights file is corrupt"}
+    # /ready is open to anyone (probes): it names the kind of failure, never its message (paths, internals)
+    assert ready.json() == {"status": "failed", "detail": "RuntimeError; the server's log has the details"}
     body = _assert_error(client.post("/predict", content=CAT_JPEG), 503, "model_failed")
-    assert "corrupt" in body["detail"]
+    assert "RuntimeError" in body["detail"]
+    assert "corrupt" not in body["detail"]
 
 
 def test_unknown_route_is_json_404(client: TestClient) -> None:
@@ -309,6 +371,51 @@ def test_at_capacity_requests_get_503_with_retry_after_before_decoding(client: T
     assert "requests_shed_total 1.0" in client.get("/metrics").text
 
 
+def test_the_last_quarter_of_the_capacity_is_kept_for_one_image_requests(client: TestClient) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.admitted = service.capacity - service.capacity // 4  # requests of several images filled their share
+    try:
+        two = client.post("/predict", files=[("file", ("a.jpg", CAT_JPEG)), ("file", ("b.jpg", CAT_JPEG))])
+        one = client.post("/predict", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+    finally:
+        service.admitted = 0
+    _assert_error(two, 503, "overloaded")
+    assert one.status_code == 200, one.text
+
+
 def test_settings_refuse_more_files_per_request_than_the_queue_holds() -> None:
     with pytest.raises(ValueError, match="MAX_FILES"):
         Settings(_env_file=None, max_files=20, max_queue_size=10)
+
+
+class _SlowRuntime:
+    """An ONNX runtime whose forward passes take ``seconds`` (a wedged model, for the liveness check)."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+        self.name, self.parallel_calls = inner.name, inner.parallel_calls
+
+    def __call__(self, images: Any) -> Any:
+        time.sleep(self.seconds)
+        return self.inner(images)
+
+
+def test_health_fails_while_a_forward_pass_is_wedged(
+    make_client: Callable[..., TestClient], onnx_classifier: Classifier
+) -> None:
+    wedged = Classifier(onnx_classifier.info, _SlowRuntime(onnx_classifier.runtime, 0.0))
+    client = make_client(factory=lambda _: wedged, stall_timeout_s=0.5)
+    assert client.get("/health").json() == {"status": "ok"}
+    wedged.runtime.seconds = 3.0  # type: ignore[attr-defined]
+    worker = threading.Thread(target=lambda: client.post("/predict", content=CAT_JPEG))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 2.5
+        while (health := client.get("/health")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health.status_code == 503
+        assert health.json()["status"] == "wedged"
+        assert "forward pass" in health.json()["detail"]
+    finally:
+        worker.join()
+    assert client.get("/health").status_code == 200  # it finished: healthy again

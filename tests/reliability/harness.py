@@ -36,7 +36,8 @@ class Server:
     log: Path
 
     def rss_mb(self) -> float:
-        return float(self.process.memory_info().rss) / MB
+        """The memory of the server and its decoder processes (see ``memory_mb``)."""
+        return memory_mb(self.process)
 
     def log_records(self) -> list[dict[str, object]]:
         records = []
@@ -58,10 +59,21 @@ def running_server(env: Mapping[str, str], log: Path) -> Iterator[Server]:
         yield Server(url, server_process(url), log)
 
 
-class PeakRss:
-    """Samples a process's RSS every few milliseconds in a thread; ``peak_mb`` is the largest seen."""
+def memory_mb(process: psutil.Process) -> float:
+    """Memory of ``process`` and every process it started (the decoders), in MB: their proportional set
+    sizes, so pages they share (a decoder shares most of its own with the process it was forked from) are
+    counted once."""
+    total = 0
+    for proc in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_full_info().pss
+    return total / MB
 
-    def __init__(self, process: psutil.Process, interval_s: float = 0.003) -> None:
+
+class PeakRss:
+    """Samples ``memory_mb`` of a process tree every few milliseconds in a thread; ``peak_mb`` is the largest."""
+
+    def __init__(self, process: psutil.Process, interval_s: float = 0.005) -> None:
         self.process = process
         self.interval_s = interval_s
         self.peak_mb = 0.0
@@ -70,20 +82,18 @@ class PeakRss:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                self.peak_mb = max(self.peak_mb, self.process.memory_info().rss / MB)
+            self.peak_mb = max(self.peak_mb, memory_mb(self.process))
             time.sleep(self.interval_s)
 
     def __enter__(self) -> PeakRss:
-        self.peak_mb = self.process.memory_info().rss / MB
+        self.peak_mb = memory_mb(self.process)
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        with contextlib.suppress(psutil.Error):
-            self.peak_mb = max(self.peak_mb, self.process.memory_info().rss / MB)
+        self.peak_mb = max(self.peak_mb, memory_mb(self.process))
 
 
 def percentiles(values: list[float]) -> str:

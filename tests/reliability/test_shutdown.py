@@ -25,6 +25,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.hostile.attacks import progressive_jpeg_scans
 from tests.hostile.corpus import Part, cat_jpeg, multipart
 from tests.reliability.harness import percentiles, running_server
 
@@ -124,3 +125,40 @@ def test_sigterm_under_load_drops_nothing_accepted(model_cache: Path, tmp_path: 
     assert exited_at - sigterm_at < SHUTDOWN_GRACE_S + 10
     with contextlib.suppress(psutil.NoSuchProcess):
         assert not server.process.is_running()
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_decode_longer_than_the_grace_period_answers_json_503(
+    model_cache: Path, tmp_path: Path
+) -> None:
+    """An image still decoding when the grace period ends is stopped and answered 503 in JSON, not a bare 500."""
+    grace = 2.0
+    env = {
+        "MODEL_CACHE_DIR": str(model_cache),
+        "SHUTDOWN_GRACE_S": str(grace),
+        "DECODE_TIMEOUT_S": "60",  # the decode would run for ~40 s
+        "ACCESS_LOG": "false",
+    }
+    bomb = progressive_jpeg_scans()
+
+    async def post_then_sigterm(url: str, process: psutil.Process) -> tuple[httpx.Response, float]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            request = asyncio.ensure_future(client.post("/predict", files={"file": ("scans.jpg", bomb, "image/jpeg")}))
+            await asyncio.sleep(1.0)
+            assert not request.done()
+            sent_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            response = await request
+            return response, time.monotonic() - sent_at
+
+    with running_server(env, tmp_path / "backend.log") as server:
+        response, after = asyncio.run(post_then_sigterm(server.url, server.process))
+        exit_code = server.process.wait(timeout=30)
+    print(f"\nSIGTERM during a decode: {response.status_code} {response.json()} {after:.2f} s after the signal")
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["code"] == "model_stopping", response.json()
+    assert response.headers["retry-after"] == "1"
+    assert grace - 0.5 <= after <= grace + 1.5, after
+    assert exit_code in (0, -signal.SIGTERM)
+    assert "Application shutdown complete." in [r.get("message") for r in server.log_records()]
