@@ -14,18 +14,24 @@ from frontend.backend_client import Backend, BackendError, BackendStatus, ImageI
 from frontend.config import ConfigError, FrontendSettings
 from frontend.logs import configure_logging
 from frontend.presentation import (
+    config_error_text,
     error_text,
     escape_markdown,
     image_error_text,
+    input_caption,
+    location_caption,
+    location_text,
+    model_text,
     no_preview_text,
     not_classified_text,
     predictions_chart,
-    preview,
     status_line,
     status_text,
     timing_caption,
+    too_many_images_text,
     top1_sentence,
 )
+from frontend.previews import Previewer
 from frontend.samples import SAMPLES, SAMPLES_BY_KEY
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
@@ -42,26 +48,27 @@ def get_backend(settings: FrontendSettings) -> Backend:
     return Backend(settings)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def cached_preview(data: bytes) -> bytes | None:
-    return preview(data)
+@st.cache_resource(show_spinner=False, on_release=lambda previewer: previewer.close())
+def get_previewer() -> Previewer:
+    """The worker processes that make upload previews (the page itself never decodes an upload)."""
+    previewer = Previewer()
+    previewer.warm_up()
+    return previewer
 
 
 def sidebar(status: BackendStatus, settings: FrontendSettings) -> int:
     with st.sidebar:
         st.header("Backend")
         if status.location is not None:
-            st.markdown(f"`{status.location.url}`")
-            st.caption(f"Found through {status.location.description}.")
+            st.markdown(location_text(status.location))
+            st.caption(location_caption(status.location))
         if status.ready:
             st.success(status_line(status), icon=":material/check_circle:")
         else:
             st.error(status_text(status), icon=":material/error:")
         if status.model is not None:
-            model = status.model
-            size = " x ".join(str(n) for n in model.input_size)
-            st.markdown(f"**Model** {model.name}  \n{model.weights} · {model.runtime} · {model.num_classes} classes")
-            st.caption(f"Input {size}")
+            st.markdown(model_text(status.model))
+            st.caption(input_caption(status.model))
         st.button("Check again", key="check_backend")
         st.divider()
         top_k: int = st.slider("Classes per image (top-k)", 1, MAX_TOP_K, min(settings.default_top_k, MAX_TOP_K))
@@ -119,7 +126,7 @@ def classify(backend: Backend, images: list[ImageInput], top_k: int, url: str) -
     return [outcomes[i] for i in range(len(images))]
 
 
-def show_results(images: list[ImageInput], outcomes: list[Outcome]) -> None:
+def show_results(images: list[ImageInput], outcomes: list[Outcome], previews: list[bytes | None]) -> None:
     # A problem with the backend itself is shown once, not once per image.
     backend_errors = {
         (e.kind, e.title, e.detail): e for e in outcomes if isinstance(e, BackendError) and not e.affects_one_image
@@ -128,11 +135,10 @@ def show_results(images: list[ImageInput], outcomes: list[Outcome]) -> None:
         st.error(error_text(error), icon=":material/cloud_off:")
     if backend_errors:
         st.button("Retry", key="retry", type="primary")
-    for image, outcome in zip(images, outcomes, strict=True):
+    for image, outcome, shown in zip(images, outcomes, previews, strict=True):
         with st.container(border=True):
             left, right = st.columns([1, 2])
             with left:
-                shown = cached_preview(image.data)
                 if shown is None:
                     st.info(no_preview_text(image.filename))
                 else:
@@ -153,7 +159,7 @@ def main() -> None:
     try:
         settings = FrontendSettings.from_env()
     except ConfigError as exc:
-        st.error(f"The frontend's configuration is invalid: {exc}", icon=":material/settings:")
+        st.error(config_error_text(exc), icon=":material/settings:")
         st.stop()
     configure_logging(settings.log_level)
     backend = get_backend(settings)
@@ -168,9 +174,14 @@ def main() -> None:
     if not images:
         st.info("Upload images, take a photo, or pick a sample photo to classify it.")
         return
+    if len(images) > settings.max_files:
+        st.warning(too_many_images_text(len(images), settings.max_files), icon=":material/filter_list:")
+        images = images[: settings.max_files]
+    # Previews are made in worker processes while the backend classifies.
+    previews = get_previewer().submit([image.data for image in images])
     url = status.location.url if status.location else ""
     outcomes = classify(backend, images, top_k, url)
-    show_results(images, outcomes)
+    show_results(images, outcomes, [preview.result() for preview in previews])
 
 
 main()

@@ -7,16 +7,27 @@ Every failure becomes a ``BackendError`` carrying a headline for people and the 
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import logging
+import math
+import socket
 import threading
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Literal
 
 import requests
+import urllib3.connection
+import urllib3.connectionpool
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from frontend.auth import AuthError, IdentityTokens
 from frontend.config import FrontendSettings
@@ -34,6 +45,10 @@ ErrorKind = Literal[
     "rejected",  # 4xx: this image (or request) is wrong; other images are unaffected
     "server_error",  # 5xx or an answer that is not the documented JSON
 ]
+# The largest answer read from the backend: a /predict answer with top_k <= 10 is about 2 kB, /model
+# and /ready well under 1 kB. Anything larger is refused without reading the rest of it.
+MAX_ANSWER_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
 REDISCOVER_MIN_INTERVAL_S = 2.0  # a backend that is down does not make every request look it up again
 FAILED_LOOKUP_REUSE_S = 5.0  # a failed lookup is reported again, not redone, for this long
 
@@ -113,6 +128,32 @@ class BackendStatus:
         return self.state == "ready"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer from the backend, read in full (at most MAX_ANSWER_BYTES)."""
+
+    status_code: int
+    reason: str
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object; {} when it is anything else (not JSON, an array, nested too deep)."""
+        try:
+            body = json.loads(self.body)
+        except (ValueError, RecursionError):
+            return {}
+        return body if isinstance(body, dict) else {}
+
+
 class Backend:
     """The backend as the page sees it: located lazily, re-located when its address stops answering."""
 
@@ -180,7 +221,7 @@ class Backend:
 
     # --- requests
 
-    def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> Answer:
         """Send a request; if the address stopped answering and a fresh lookup gives another, retry there."""
         location = self.location()
         try:
@@ -199,37 +240,44 @@ class Backend:
             except requests.ConnectionError as again:
                 raise _unreachable(fresh, again) from again
 
-    def _send(
-        self, location: BackendLocation, method: str, path: str, timeout: float, **kwargs: Any
-    ) -> requests.Response:
+    def _send(self, location: BackendLocation, method: str, path: str, timeout: float, **kwargs: Any) -> Answer:
+        """One request, answered within ``timeout`` seconds in all (headers and body), at most
+        ``MAX_ANSWER_BYTES`` long; raise BackendError otherwise (requests.ConnectionError: nothing answers)."""
         try:
             headers = self.tokens.headers(location.url, self.settings.backend_audience)
         except AuthError as exc:
             raise BackendError("auth", "No identity token for the private backend.", str(exc)) from exc
+        # Our answers are small: no compression (a compressed answer could unpack to gigabytes).
+        headers = {**headers, "Accept-Encoding": "identity"}
         connect_timeout = min(timeout, 5.0)
+        deadline = _Deadline(timeout)
         try:
-            return self.session.request(
-                method, location.url + path, headers=headers, timeout=(connect_timeout, timeout), **kwargs
-            )
+            with deadline:
+                response = self.session.request(
+                    method,
+                    location.url + path,
+                    headers=headers,
+                    timeout=(connect_timeout, timeout),
+                    stream=True,  # the body is read by _read_capped
+                    allow_redirects=False,  # the backend never redirects; requests would read those bodies whole
+                    **kwargs,
+                )
+                with contextlib.closing(response):
+                    body = _read_capped(response, deadline)
         except requests.ConnectTimeout:
             raise  # nothing accepted the connection: a ConnectionError, handled as unreachable
-        except requests.Timeout as exc:
-            hint = (
-                "send fewer or smaller images, or raise BACKEND_TIMEOUT_S"
-                if path == "/predict"
-                else "or raise STATUS_TIMEOUT_S"
-            )
-            raise BackendError(
-                "timeout",
-                f"The backend did not answer within {timeout:g} s.",
-                f"It may be overloaded or starting up. Retry, {hint}.",
-            ) from exc
-        except requests.ConnectionError:
-            raise  # handled by _request: unreachable, or moved
-        except requests.RequestException as exc:  # a broken answer: bad chunking, decoding, redirects, ...
+        except (requests.Timeout, urllib3.exceptions.TimeoutError, _DeadlinePassed) as exc:
+            raise _too_slow(timeout, path) from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            if deadline.expired:  # we cut the connection: the answer was too slow in coming
+                raise _too_slow(timeout, path) from exc
+            if isinstance(exc, requests.ConnectionError):
+                raise  # handled by _request: unreachable, or moved
+            # A broken answer: bad chunking, decoding, redirects, ...
             raise BackendError(
                 "server_error", "The backend's answer could not be read.", f"{type(exc).__name__}: {exc}"[:300]
             ) from exc
+        return Answer(response.status_code, response.reason or "", CaseInsensitiveDict(response.headers), body)
 
     # --- status
 
@@ -241,13 +289,13 @@ class Backend:
         except BackendError as exc:
             return BackendStatus(self._location, exc.kind, f"{exc.title} {exc.detail}".strip())
         location = self._location or location
-        body = _json(response)
+        body = response.json()
         if response.status_code in (401, 403):
             error = _error_from_response(response, location)
             return BackendStatus(location, error.kind, f"{error.title} {error.detail}".strip())
         state = str(body.get("status") or ("ready" if response.ok else f"HTTP {response.status_code}"))
         if response.status_code != 200 or state != "ready":
-            return BackendStatus(location, state, str(body.get("detail") or ""))
+            return BackendStatus(location, _short(state, 60), _short(str(body.get("detail") or "")))
         return BackendStatus(location, "ready", "", self._model_info(location))
 
     def _model_info(self, location: BackendLocation) -> ModelInfo | None:
@@ -257,24 +305,52 @@ class Backend:
             response = self._request("GET", "/model", self.settings.status_timeout_s)
         except BackendError:
             return None
-        body = _json(response)
+        body = response.json()
         if response.status_code != 200 or "name" not in body:
             return None
-        info = ModelInfo(
-            name=str(body["name"]),
-            weights=str(body.get("weights", "")),
-            runtime=str(body.get("runtime", "")),
-            num_classes=int(body.get("num_classes", 0)),
-            input_size=tuple(int(n) for n in body.get("input_size", ())),
-            max_image_bytes=int(body["max_image_bytes"]) if "max_image_bytes" in body else None,
-        )
+        try:
+            info = ModelInfo(
+                name=_short(str(body["name"]), 200),
+                weights=_short(str(body.get("weights", "")), 200),
+                runtime=_short(str(body.get("runtime", "")), 200),
+                num_classes=int(body.get("num_classes", 0)),
+                input_size=tuple(int(n) for n in list(body.get("input_size", ()))[:8]),
+                max_image_bytes=int(body["max_image_bytes"]) if body.get("max_image_bytes") is not None else None,
+            )
+        except (TypeError, ValueError, OverflowError) as exc:
+            logger.warning("the backend's /model answer was not the expected JSON", extra={"reason": str(exc)[:200]})
+            return None
         self._model = (location.url, info)
+        upload_limit = self.settings.max_upload_mb * 1024**2
+        if info.max_image_bytes is not None and info.max_image_bytes < upload_limit:
+            logger.warning(
+                "MAX_UPLOAD_MB is over the backend's per-image limit: larger files are refused without being sent",
+                extra={"max_upload_mb": self.settings.max_upload_mb, "backend_max_image_bytes": info.max_image_bytes},
+            )
         return info
 
     # --- predictions
 
+    def max_image_bytes(self) -> int | None:
+        """The backend's per-image limit, as its ``/model`` said (None until it has said)."""
+        model, location = self._model, self._location
+        if model is None or location is None or model[0] != location.url:
+            return None
+        return model[1].max_image_bytes
+
     def predict(self, image: ImageInput, top_k: int) -> ImageResult:
         """Classify one image; raise BackendError (``rejected`` when the image itself is the problem)."""
+        limit = self.max_image_bytes()
+        if limit is not None and len(image.data) > limit:
+            # The backend would refuse it (413) after receiving all of it: say so without sending it.
+            logger.warning("image over the backend's limit", extra={"image": image.filename, "bytes": len(image.data)})
+            raise BackendError(
+                "rejected",
+                "This image is too large.",
+                f"{image.filename} is {megabytes(len(image.data))}; the backend accepts images up to "
+                f"{megabytes(limit)}.",
+                code="too_large",
+            )
         started = time.perf_counter()
         response = self._request(
             "POST",
@@ -293,8 +369,8 @@ class Backend:
             )
             raise error
         try:
-            result = _parse_prediction(_json(response), round_trip_ms)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            result = _parse_prediction(response.json(), round_trip_ms, top_k)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise BackendError(
                 "server_error", "The backend's answer was not the expected JSON.", response.text[:200]
             ) from exc
@@ -329,19 +405,11 @@ class Backend:
 
 def _new_session(pool_size: int) -> requests.Session:
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2))
+    adapter = _DeadlineAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "image-classifier-frontend"
     return session
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _unreachable(location: BackendLocation, exc: requests.ConnectionError) -> BackendError:
@@ -354,12 +422,15 @@ def _unreachable(location: BackendLocation, exc: requests.ConnectionError) -> Ba
     )
 
 
-def _error_from_response(response: requests.Response, location: BackendLocation | None) -> BackendError:
-    body = _json(response)
+def _error_from_response(response: Answer, location: BackendLocation | None) -> BackendError:
+    body = response.json()
     status = response.status_code
-    detail = str(body.get("detail") or "") or _plain_text(response)
-    code = str(body["code"]) if "code" in body else None
-    retry_after = response.headers.get("Retry-After")
+    detail = _short(str(body.get("detail") or "")) or _plain_text(response)
+    code = _short(str(body["code"]), 60) if "code" in body else None
+    # Seconds as a small number, shown in the headline; anything else (a date, junk) is "a few seconds".
+    raw_retry_after = response.headers.get("Retry-After", "").strip()
+    retry_after = raw_retry_after if raw_retry_after.isdecimal() and raw_retry_after.isascii() else None
+    retry_after = retry_after if retry_after is None or len(retry_after) <= 5 else None
     where = location.url if location else "the backend"
     if status in {503, 429}:
         busy = code == "overloaded" or status == 429
@@ -385,24 +456,207 @@ def _error_from_response(response: requests.Response, location: BackendLocation 
     return BackendError("server_error", f"The backend failed ({status}).", detail, status=status, code=code)
 
 
-def _plain_text(response: requests.Response) -> str:
+def _plain_text(response: Answer) -> str:
+    reason = _short(response.reason, 60)
     if "html" in response.headers.get("Content-Type", ""):
-        return f"HTTP {response.status_code} {response.reason}"
-    return response.text.strip()[:300] or f"HTTP {response.status_code} {response.reason}"
+        return f"HTTP {response.status_code} {reason}"
+    return response.text.strip()[:300] or f"HTTP {response.status_code} {reason}"
 
 
-def _parse_prediction(body: Mapping[str, Any], round_trip_ms: float) -> ImageResult:
+def _short(text: str, limit: int = 500) -> str:
+    """At most ``limit`` characters of something the backend said (the page has room for a sentence or two)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def megabytes(size: int) -> str:
+    """12.3 MB, in MiB like Streamlit's and the backend's limits."""
+    return f"{size / 1024**2:.1f} MB"
+
+
+def _probability(value: Any) -> float:
+    probability = float(value)
+    if not math.isfinite(probability):
+        raise ValueError(f"probability {probability}")
+    return probability
+
+
+def _parse_prediction(body: Mapping[str, Any], round_trip_ms: float, top_k: int) -> ImageResult:
     first = body["results"][0]
     predictions = tuple(
-        Prediction(int(p["index"]), str(p["label"]), float(p["probability"])) for p in first["predictions"]
+        Prediction(int(p["index"]), _short(str(p["label"]), 200), _probability(p["probability"]))
+        for p in first["predictions"][:top_k]  # no more classes than asked for, however many came
     )
     return ImageResult(
-        filename=str(first.get("filename") or ""),
-        format=str(first.get("format") or ""),
+        filename=_short(str(first.get("filename") or ""), 200),
+        format=_short(str(first.get("format") or ""), 20),
         width=int(first["width"]),
         height=int(first["height"]),
         predictions=predictions,
-        model=str(body.get("model", "")),
+        model=_short(str(body.get("model", "")), 200),
         backend_ms=float(body["elapsed_ms"]),
         round_trip_ms=round_trip_ms,
     )
+
+
+# --- reading answers: a total deadline and a size cap
+
+
+def _too_slow(timeout: float, path: str) -> BackendError:
+    predict = path == "/predict"
+    hint = "send fewer or smaller images, or raise BACKEND_TIMEOUT_S" if predict else "or raise STATUS_TIMEOUT_S"
+    return BackendError(
+        "timeout",
+        f"The backend did not answer within {timeout:g} s.",
+        f"It may be overloaded or starting up. Retry, {hint}.",
+    )
+
+
+def _too_large(size: str) -> BackendError:
+    return BackendError(
+        "server_error",
+        "The backend's answer was too large.",
+        f"It sent {size}; answers from the backend are a few kB and at most {megabytes(MAX_ANSWER_BYTES)} "
+        "are read. Is BACKEND_URL the classifier backend?",
+    )
+
+
+def _read_capped(response: requests.Response, deadline: _Deadline) -> bytes:
+    """The body of ``response``, read in chunks until it ends, ``MAX_ANSWER_BYTES`` or the deadline."""
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise _too_large(f"{megabytes(int(length))} (Content-Length)")
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        raise BackendError(
+            "server_error", "The backend's answer could not be read.", f"Unsupported Content-Encoding: {encoding[:40]}"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while not deadline.expired:
+        # read1: what has arrived (at most one read from the socket), undecoded; chunked bodies unframed.
+        chunk = response.raw.read1(READ_CHUNK_BYTES, decode_content=False)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _too_large(f"more than {megabytes(MAX_ANSWER_BYTES)}")
+        chunks.append(chunk)
+    if deadline.expired:  # also when the cut connection looked like the end of the body
+        raise _DeadlinePassed
+    body = b"".join(chunks)
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        # A backend that compresses although asked not to: unpack, but no more than the cap either.
+        unpacker = zlib.decompressobj(zlib.MAX_WBITS | 32 if "gzip" in encoding else zlib.MAX_WBITS)
+        try:
+            body = unpacker.decompress(body, MAX_ANSWER_BYTES + 1)
+        except zlib.error as exc:
+            raise BackendError(
+                "server_error", "The backend's answer could not be read.", f"Bad {encoding} data: {exc}"
+            ) from exc
+        if len(body) > MAX_ANSWER_BYTES or unpacker.unconsumed_tail:
+            raise _too_large(f"more than {megabytes(MAX_ANSWER_BYTES)} once unpacked")
+    return body
+
+
+class _DeadlinePassed(Exception):
+    """The request's deadline passed while its answer was being read."""
+
+
+class _Deadline:
+    """The end of one request's time: then the sockets it uses are shut down, so a read blocked on an
+    answer that trickles in (headers or body, a byte at a time) returns at once instead of never.
+
+    The sockets are the ones its thread opened or reused while the deadline was current (see
+    ``_WatchedConnection``); requests' own timeouts only bound each single read.
+    """
+
+    _current = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    @classmethod
+    def watch_current(cls, sock: socket.socket | None) -> None:
+        deadline: _Deadline | None = getattr(cls._current, "deadline", None)
+        if deadline is not None and sock is not None:
+            deadline._watch(sock)
+
+    def __enter__(self) -> _Deadline:
+        self._current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._current.deadline = None
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
+        self._timer.cancel()
+
+    def _watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._done:
+                return
+            if self.expired:
+                _shut_down(sock)
+            else:
+                self._sockets.append(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, also for TLS sockets: the TLS state belongs to the reading thread.
+    # A socket closed meanwhile has no descriptor any more (EBADF), so no other connection is touched.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedConnection(urllib3.connection.HTTPConnection):
+    """Registers its socket with the current request's deadline when it connects or is reused."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _Deadline.watch_current(sock)
+        return sock
+
+    def connect(self) -> None:
+        super().connect()
+        _Deadline.watch_current(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _Deadline.watch_current(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with connections that the current request's deadline can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}

@@ -15,8 +15,11 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 DEFAULT_BACKEND_SERVICE = "classifier-backend"
 DEFAULT_REGION = "europe-west1"
-# The backend's MAX_IMAGE_BYTES default is 20 MiB; Streamlit's upload limit is in MiB too.
+# The backend's MAX_IMAGE_BYTES default is 20 MiB; Streamlit's upload limit is in MiB too. Keep it at or
+# under the backend's: a larger file would only be refused (the page says so without sending it).
 DEFAULT_MAX_UPLOAD_MB = 20
+# The most images classified (and previewed) per page run; more are listed as not classified.
+DEFAULT_MAX_FILES = 16
 
 T = TypeVar("T")
 
@@ -47,7 +50,8 @@ class FrontendSettings:
 
     # --- the page and the server
     default_top_k: int = 5
-    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB  # per file
+    max_files: int = DEFAULT_MAX_FILES  # images classified per page run
     host: str = "127.0.0.1"
     port: int = 8501
     log_level: LogLevel = "INFO"
@@ -105,6 +109,7 @@ class FrontendSettings:
             predict_concurrency=number("PREDICT_CONCURRENCY", defaults.predict_concurrency, int, 1, 64),
             default_top_k=number("DEFAULT_TOP_K", defaults.default_top_k, int, 1, 20),
             max_upload_mb=number("MAX_UPLOAD_MB", defaults.max_upload_mb, int, 1, 1024),
+            max_files=number("MAX_FILES", defaults.max_files, int, 1, 1000),
             host=text("HOST") or defaults.host,
             port=number("PORT", defaults.port, int, 1, 65535),
             log_level=cast(LogLevel, choice("LOG_LEVEL", defaults.log_level, get_args(LogLevel), upper=True)),

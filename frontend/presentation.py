@@ -1,38 +1,20 @@
-"""What the page shows, computed without Streamlit: sentences, captions and the top-k chart."""
+"""What the page shows, computed without Streamlit: sentences, captions and the top-k chart.
+
+Every function here that returns text for the page returns Markdown source (Streamlit renders its
+text elements as Markdown), in which whatever the backend or a person chose (class labels, the model's
+name, error details, file names, URLs) is passed through ``escape_markdown`` or ``markdown_code``, and
+so is shown as the literal characters it is made of.
+"""
 
 from __future__ import annotations
 
-import io
 import re
-import warnings
 from collections.abc import Sequence
 
 import altair as alt
-from PIL import Image, ImageOps
 
-from frontend.backend_client import BackendError, BackendStatus, ImageResult, Prediction
-
-PREVIEW_SIZE = (640, 640)
-
-
-def preview(data: bytes) -> bytes | None:
-    """A small upright PNG/JPEG of an uploaded image for the page, or None if Pillow cannot read it.
-
-    The backend is the judge of what it accepts; this only decides whether the page can show a picture.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                image = ImageOps.exif_transpose(opened)
-                image.thumbnail(PREVIEW_SIZE)
-                has_alpha = image.mode in ("RGBA", "LA", "P")
-                image = image.convert("RGBA" if has_alpha else "RGB")
-                out = io.BytesIO()
-                image.save(out, "PNG" if has_alpha else "JPEG", **({} if has_alpha else {"quality": 85}))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return None
-    return out.getvalue()
+from frontend.backend_client import BackendError, BackendStatus, ImageResult, ModelInfo, Prediction
+from frontend.discovery import BackendLocation
 
 
 def percent(probability: float) -> str:
@@ -45,13 +27,44 @@ def top1_sentence(result: ImageResult) -> str:
     if not result.predictions:
         return "The backend returned no classes."
     best = result.predictions[0]
-    return f"Most likely: {best.label} ({percent(best.probability)})"
+    return f"Most likely: {escape_markdown(best.label)} ({percent(best.probability)})"
 
 
 def timing_caption(result: ImageResult) -> str:
     return (
-        f"{result.width} x {result.height} {result.format} · backend {result.backend_ms:.0f} ms · "
-        f"round trip {result.round_trip_ms:.0f} ms · {result.model}"
+        f"{result.width} x {result.height} {escape_markdown(result.format)} · backend {result.backend_ms:.0f} ms · "
+        f"round trip {result.round_trip_ms:.0f} ms · {escape_markdown(result.model)}"
+    )
+
+
+def model_text(model: ModelInfo) -> str:
+    """The sidebar's model line: its name in bold, then weights, runtime and number of classes."""
+    details = " · ".join(escape_markdown(part) for part in (model.weights, model.runtime) if part)
+    return f"**Model** {escape_markdown(model.name)}  \n{details} · {model.num_classes} classes"
+
+
+def input_caption(model: ModelInfo) -> str:
+    return "Input " + " x ".join(str(n) for n in model.input_size)
+
+
+def location_text(location: BackendLocation) -> str:
+    """The backend's URL, in code style."""
+    return markdown_code(location.url)
+
+
+def location_caption(location: BackendLocation) -> str:
+    return f"Found through {escape_markdown(location.description)}."
+
+
+def config_error_text(error: Exception) -> str:
+    return f"The frontend's configuration is invalid: {escape_markdown(str(error))}"
+
+
+def too_many_images_text(chosen: int, limit: int) -> str:
+    """More images than MAX_FILES in one go: only the first ``limit`` are classified."""
+    return (
+        f"{chosen} images were chosen; only the first {limit} are classified. Remove some to classify the "
+        f"others (whoever runs this page can raise the limit with the MAX_FILES setting)."
     )
 
 
@@ -73,12 +86,57 @@ def predictions_chart(predictions: Sequence[Prediction]) -> alt.LayerChart:
     return chart
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$])")
+WORD_JOINER = "\u2060"  # invisible, and no line break either side
+# Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, and any of them
+# can start a construct (emphasis, links, images, HTML, code, tables, math, Streamlit's :color[...]).
+_ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_WHITESPACE = re.compile(r"\s+")
+# Characters that change how text is shown without being seen: controls, and bidirectional overrides
+# (a file named "photo", U+202E, "gpj.exe" would read "photoexe.jpg").
+_INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Streamlit rewrites some text after Markdown's escapes are gone (mdast text nodes), so a backslash
+# does not stop these. A word joiner between their characters does, and shows nothing:
+_SHORTCODE = re.compile(r":(?=[\w+-])")  # :material_icon:, :streamlit: (its logo), :emoji_name:
+_ARROW = re.compile(r"(?<=<)(?=-)|(?<=-)(?=[->])|(?<=[<>~])(?==)")  # ->, <-, <->, --, >=, <=, ~= become arrows
+_AUTOLINK = re.compile(r"(?i)(?<!\w)(?=https?:|www\.)")  # GitHub-style bare links: http://..., www....
+MAX_SHOWN_CHARS = 500
 
 
-def escape_markdown(text: str) -> str:
-    """Text people chose (file names) shown literally in Streamlit's markdown, not as formatting."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+def escape_markdown(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` as Markdown that Streamlit shows as exactly these characters, on one line.
+
+    Every ASCII punctuation character is backslash-escaped (no Markdown, HTML, LaTeX ``$...$`` or
+    Streamlit ``:red[...]`` directive can start), and a word joiner (U+2060, invisible) breaks what
+    Streamlit would still turn into something else: ``:name:`` icons, logo and emoji, typographic
+    arrows, bare ``http://``/``www.`` links and e-mail addresses. Runs of whitespace become one space
+    (as HTML shows them anyway), invisible controls become U+FFFD, and text over ``limit`` characters
+    is cut with an ellipsis.
+    """
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = _INVISIBLE.sub("\ufffd", _WHITESPACE.sub(" ", text))
+    text = _SHORTCODE.sub(":" + WORD_JOINER, text)
+    text = _ARROW.sub(WORD_JOINER, text)
+    text = _AUTOLINK.sub(WORD_JOINER, text)
+    text = text.replace("@", "@" + WORD_JOINER)
+    return _ASCII_PUNCTUATION.sub(r"\\\1", text)
+
+
+def markdown_code(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` as an inline code span (monospace), shown as exactly these characters.
+
+    Backslashes do not work inside code spans: the span is fenced with one more backtick than the
+    longest run of backticks in ``text``. Streamlit replaces ``:material/`` in the Markdown source
+    before parsing, code spans included, so that gets a word joiner too.
+    """
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = _INVISIBLE.sub("\ufffd", _WHITESPACE.sub(" ", text)).replace(":material/", ":" + WORD_JOINER + "material/")
+    if not text:
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[0] in "` " or text[-1] in "` " else ""  # CommonMark strips one space each side
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def image_error_text(filename: str, error: BackendError) -> str:
@@ -101,11 +159,12 @@ def error_text(error: BackendError) -> str:
 
 def status_text(status: BackendStatus) -> str:
     """The sidebar's status: a bold headline, then the details on a line of their own."""
-    line = f"**{escape_markdown(status_line(status))}**"
+    line = f"**{status_line(status)}**"
     return f"{line}  \n{escape_markdown(status.detail)}" if status.detail else line
 
 
 def status_line(status: BackendStatus) -> str:
+    """The status in a few words (Markdown: an unknown state the backend reported is escaped)."""
     if status.ready:
         return "Ready"
     names = {
@@ -116,4 +175,4 @@ def status_line(status: BackendStatus) -> str:
         "timeout": "Too slow to answer",
         "auth": "No identity token",
     }
-    return names.get(status.state, f"Not ready ({status.state})")
+    return names.get(status.state) or f"Not ready ({escape_markdown(status.state)})"

@@ -23,6 +23,7 @@ FRONTEND_VARIABLES = (
     "PREDICT_CONCURRENCY",
     "DEFAULT_TOP_K",
     "MAX_UPLOAD_MB",
+    "MAX_FILES",
     "HOST",
     "PORT",
     "LOG_LEVEL",

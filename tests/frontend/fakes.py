@@ -12,9 +12,10 @@ import contextlib
 import json
 import re
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
@@ -40,6 +41,8 @@ class Reply:
     body: Any = None  # JSON-encoded unless bytes
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    chunks: Iterable[bytes] | None = None  # sent instead of body, chunked (Transfer-Encoding), maybe endless
+    chunk_delay_s: float = 0.0  # before each chunk
 
 
 Handler = Callable[[Request], Reply]
@@ -95,16 +98,26 @@ class FakeServer:
                     self.send_response(reply.status)
                     for name, value in {"Content-Type": content_type, **reply.headers}.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(raw)))
+                    if reply.chunks is None:
+                        self.send_header("Content-Length", str(len(raw)))
+                        self.end_headers()
+                        self.wfile.write(raw)
+                        return
+                    self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
-                    self.wfile.write(raw)
+                    for chunk in reply.chunks:
+                        if reply.chunk_delay_s:
+                            time.sleep(reply.chunk_delay_s)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
 
             do_GET = do_POST = _serve  # noqa: N815
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep the test output quiet
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        server = _QuietServer(("127.0.0.1", self.port), _Handler)
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -126,6 +139,13 @@ class FakeServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-answer (as the frontend does with answers too large) is no news."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @contextmanager
@@ -197,18 +217,26 @@ class BackendBehaviour:
     predict_headers: dict[str, str] = field(default_factory=dict)
     predict_body: Any = None  # replaces the documented 200 answer (to send a malformed one)
     reject: set[str] = field(default_factory=set)  # filenames answered with 415, as the backend does
+    reject_detail: str | None = None  # the 415's detail instead of the backend's usual sentence
     barrier: threading.Barrier | None = None  # /predict requests wait here for each other
+    labels: dict[str, str] = field(default_factory=dict)  # filename -> the top class answered for it
+    model_info: dict[str, Any] = field(default_factory=lambda: dict(MODEL_INFO))  # the /model answer
+    replies: dict[str, Reply] = field(default_factory=dict)  # path -> this answer, whatever was asked
 
 
 def fake_backend(behaviour: BackendBehaviour, port: int | None = None) -> FakeServer:
     def handle(request: Request) -> Reply:
         path = request.path.split("?", 1)[0]
+        if path in behaviour.replies:
+            return behaviour.replies[path]
         if path == "/ready":
             if behaviour.ready:
                 return Reply(200, {"status": "ready"}, delay_s=behaviour.ready_delay_s)
             return Reply(503, {"status": "loading", "detail": None}, {"Retry-After": "5"})
         if path == "/model":
-            return Reply(200, MODEL_INFO) if behaviour.ready else Reply(503, {"detail": "loading", "code": "x"})
+            return (
+                Reply(200, behaviour.model_info) if behaviour.ready else Reply(503, {"detail": "loading", "code": "x"})
+            )
         if path == "/predict" and request.method == "POST":
             files = multipart_files(request)
             name = files[0][0] if files else ""
@@ -218,7 +246,9 @@ def fake_backend(behaviour: BackendBehaviour, port: int | None = None) -> FakeSe
                 except threading.BrokenBarrierError:
                     return Reply(500, {"detail": "the other requests never came", "code": "test"})
             if name in behaviour.reject:
-                detail = f"{name}: not an image (or an unsupported format). Send a JPEG, PNG, WebP, GIF, BMP or TIFF."
+                detail = behaviour.reject_detail or (
+                    f"{name}: not an image (or an unsupported format). Send a JPEG, PNG, WebP, GIF, BMP or TIFF."
+                )
                 return Reply(415, {"detail": detail, "code": "unsupported_image", "filename": name, "index": 0})
             if behaviour.predict_status != 200:
                 return Reply(
@@ -228,7 +258,8 @@ def fake_backend(behaviour: BackendBehaviour, port: int | None = None) -> FakeSe
                     delay_s=behaviour.predict_delay_s,
                 )
             match = re.search(r"top_k=(\d+)", request.path)
-            body = behaviour.predict_body or prediction(name, int(match.group(1)) if match else 3)
+            top_k = int(match.group(1)) if match else 3
+            body = behaviour.predict_body or prediction(name, top_k, behaviour.labels.get(name, "tabby"))
             return Reply(200, body, delay_s=behaviour.predict_delay_s)
         return Reply(404, {"detail": "Not Found"})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.frontend.fakes import BackendBehaviour, CloudRunState, FakeServer, fake_backend, running
+from frontend.previews import PREVIEW_TIMEOUT_S
+from tests.frontend import hostile_files
+from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, CloudRunState, FakeServer, Reply, fake_backend, running
+from tests.frontend.hostile_text import WORD_JOINER, as_shown, hostile_texts, rendered, streamlit_rewrites
 from tests.support import CAT, CAT_CLASSES, COFFEE, ROOT, free_port, jpeg_bytes
 
 APP = str(ROOT / "frontend" / "app.py")
@@ -42,8 +46,9 @@ def run(at: AppTest) -> AppTest:
 
 
 def texts(elements: object) -> list[str]:
-    """What the elements say, with markdown's backslash escapes removed (as a browser shows them)."""
-    return [re.sub(r"\\(.)", r"\1", str(e.value)) for e in elements]  # type: ignore[attr-defined]
+    """What the elements say, with markdown's backslash escapes and the invisible word joiners that
+    escape_markdown adds removed (as a browser shows them)."""
+    return [re.sub(r"\\(.)", r"\1", str(e.value)).replace(WORD_JOINER, "") for e in elements]  # type: ignore[attr-defined]
 
 
 def most_likely(at: AppTest) -> list[str]:
@@ -329,3 +334,140 @@ def test_every_sample_photo_exists() -> None:
         assert sample.read()[:3] == b"\xff\xd8\xff", sample.filename  # a JPEG
         assert sample.path.stat().st_size < 100_000
     assert (Path(APP).parent / "samples" / "README.md").read_text().count("scikit-image") >= 1
+
+
+# --- a hostile backend, hostile uploads, too many or too large files
+
+PIXEL = "http://127.0.0.1:9/pixel"  # in a browser nothing may fetch it (see test_browser.py)
+LITERAL = frozenset({"paragraph", "inline", "text", "strong", "hardbreak", "softbreak"})
+
+
+def markdown_sources(at: AppTest) -> list[str]:
+    """The Markdown source of every element on the page that Streamlit renders as Markdown."""
+    sources = [
+        str(element.value)  # type: ignore[union-attr]
+        for kind in ("title", "header", "subheader", "markdown", "caption", "error", "warning", "info", "success")
+        for element in at.get(kind)
+    ]
+    sources += [image.caption for element in at.get("image") for image in element.proto.imgs]
+    return sources
+
+
+def assert_all_literal(at: AppTest) -> None:
+    for source in markdown_sources(at):
+        shown = rendered(source)
+        assert shown.kinds <= LITERAL | {"code_inline"}, source  # code: the backend URL in the sidebar
+        assert streamlit_rewrites(source) == [], source
+
+
+def test_hostile_labels_model_and_details_are_shown_literally(
+    page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hostile = hostile_texts(PIXEL)
+    behaviour.labels = {f"{i}.png": text for i, text in enumerate(hostile)}
+    behaviour.model_info = {**MODEL_INFO, "name": f"![model]({PIXEL}/model.png)", "weights": ":red[weights]"}
+    bad_name = f"![file]({PIXEL}/file.png) :material_warning:.jpg"
+    behaviour.reject = {bad_name}
+    behaviour.reject_detail = f"<img src={PIXEL}/detail.png> $x$ is :blue[not an image]"
+    monkeypatch.setenv("BACKEND_URL", backend.url)
+    monkeypatch.setenv("MAX_FILES", str(len(hostile) + 1))
+    run(page)
+    uploads = [(f"{i}.png", jpeg_bytes(CAT, (64, 43)), "image/png") for i in range(len(hostile))]
+    page.file_uploader(key="uploads").set_value([*uploads, (bad_name, b"not an image", "image/jpeg")])
+    run(page)
+
+    assert most_likely(page) == [f"Most likely: {as_shown(text)} (62%)" for text in hostile]
+    assert texts(page.main.error) == [f"**{as_shown(bad_name)}**: {as_shown(behaviour.reject_detail)}"]
+    model = f"**Model** ![model]({PIXEL}/model.png)  \n:red[weights] · onnx · 1000 classes"
+    assert texts(page.sidebar.markdown)[1] == model
+    assert_all_literal(page)
+
+
+def test_a_hostile_status_is_shown_literally(
+    page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    behaviour.replies["/ready"] = Reply(503, {"status": f"![s]({PIXEL}/s.png)", "detail": f"[why]({PIXEL}/why)"})
+    monkeypatch.setenv("BACKEND_URL", backend.url)
+
+    run(page)
+
+    assert texts(page.sidebar.error) == [f"**Not ready (![s]({PIXEL}/s.png))**  \n[why]({PIXEL}/why)"]
+    assert_all_literal(page)
+
+
+def test_hostile_uploads_get_no_preview_and_still_their_result(
+    page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {
+        "claims-60000x60000.png": hostile_files.png_claiming(60000, 60000),
+        "rle8.bmp": hostile_files.bmp_rle8(20000, 2000),
+        "claims-65535x65535.gif": hostile_files.gif_claiming(65535, 65535),
+        "drawing.jpg": hostile_files.eps(),  # an EPS file under a name the upload widget accepts
+        "1000-scans.jpg": hostile_files.progressive_jpeg(8000, 5000, scans=1000),
+    }
+    behaviour.reject = {"drawing.jpg"}
+    monkeypatch.setenv("BACKEND_URL", backend.url)
+    run(page)
+    page.file_uploader(key="uploads").set_value([(name, data, "image/png") for name, data in files.items()])
+
+    started = time.perf_counter()
+    run(page)
+    seconds = time.perf_counter() - started
+
+    assert most_likely(page) == ["Most likely: tabby (62%)"] * 4  # the backend's answers, for each
+    assert texts(page.main.error)[0].startswith("**drawing.jpg**: drawing.jpg: not an image")
+    assert texts(page.info) == [f"{name}: no preview (this page cannot display it)." for name in files]
+    assert not page.get("image")
+    # The slow JPEG is stopped at the preview time limit, while the backend classifies (side by side).
+    assert seconds < PREVIEW_TIMEOUT_S + 3
+
+
+def test_more_images_than_max_files(
+    page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKEND_URL", backend.url)
+    monkeypatch.setenv("MAX_FILES", "2")
+    run(page)
+    page.file_uploader(key="uploads").set_value(
+        [(f"{i}.jpg", jpeg_bytes(CAT, (64 + i, 43)), "image/jpeg") for i in range(3)]
+    )
+    pick_samples(page, "coffee")
+
+    assert texts(page.main.warning) == [
+        "4 images were chosen; only the first 2 are classified. Remove some to classify the others (whoever runs "
+        "this page can raise the limit with the MAX_FILES setting)."
+    ]
+    assert len(most_likely(page)) == 2
+    assert len(backend.paths("POST")) == 2
+
+
+def test_an_image_over_the_backends_limit(
+    page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    behaviour.model_info = {**MODEL_INFO, "max_image_bytes": 50_000}
+    monkeypatch.setenv("BACKEND_URL", backend.url)
+    run(page)
+    big = jpeg_bytes(CAT, (1200, 800), quality=95)
+    assert len(big) > 50_000
+    page.file_uploader(key="uploads").set_value([("big.jpg", big, "image/jpeg")])
+    pick_samples(page, "cat")
+
+    assert texts(page.main.error) == [
+        f"**big.jpg**: big.jpg is {len(big) / 1024**2:.1f} MB; the backend accepts images up to 0.0 MB."
+    ]
+    assert len(most_likely(page)) == 1  # the sample
+    assert len(backend.paths("POST")) == 1  # the large file was not sent
+
+
+def test_a_huge_answer_is_a_message(
+    page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    behaviour.replies["/predict"] = Reply(200, json.dumps({"results": ["x" * 10_000_000]}).encode())
+    monkeypatch.setenv("BACKEND_URL", backend.url)
+    run(page)
+
+    pick_samples(page, "cat")
+
+    (error,) = texts(page.main.error)
+    assert error.startswith("**The backend's answer was too large.** It sent 9.5 MB (Content-Length);")
+    assert texts(page.main.warning) == ["cat.jpg was not classified: see the message above."]

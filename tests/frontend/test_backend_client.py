@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
+import socket
 import threading
 import time
+import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 
 from frontend.backend_client import Backend, BackendError, ImageInput, ImageResult
 from frontend.config import FrontendSettings
 from frontend.logs import configure_logging
-from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer
+from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, prediction, running
 from tests.support import free_port
 
 IMAGE = ImageInput("cat.jpg", b"\xff\xd8\xff fake jpeg", "image/jpeg")
@@ -212,3 +217,220 @@ def test_log_lines_are_json_for_cloud_logging(backend: FakeServer, capsys: pytes
     unreachable = [line for line in lines if line["message"] == "the backend is unreachable"]
     assert unreachable
     assert unreachable[0]["severity"] == "WARNING"
+
+
+# --- a hostile backend: answers too large, too slow, or not what they claim
+
+
+HUGE = 10 * 1024 * 1024  # 10 MB: what took the page from 190 MB to 621 MB before answers were capped
+
+
+def huge_json() -> bytes:
+    return json.dumps({"detail": "x" * HUGE}).encode()
+
+
+def test_a_huge_answer_is_refused_without_reading_it(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.replies["/predict"] = Reply(200, huge_json())
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        error = failure(client(backend))
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert (error.kind, error.title) == ("server_error", "The backend's answer was too large.")
+    assert "10.0 MB" in error.detail
+    assert peak < 2 * 1024 * 1024  # the 10 MB were never held (reading them whole took 30 MB and more)
+    assert seconds < 5
+
+
+@pytest.mark.parametrize("status", [200, 415, 503])
+def test_a_huge_answer_without_a_length_is_cut_at_the_limit(
+    backend: FakeServer, behaviour: BackendBehaviour, status: int
+) -> None:
+    """Chunked, so its size is unknown until read: reading stops just past MAX_ANSWER_BYTES."""
+    sent = itertools.repeat(b"x" * 65536, HUGE // 65536)
+    behaviour.replies["/predict"] = Reply(status, chunks=sent)
+    tracemalloc.start()
+    try:
+        error = failure(client(backend))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert (error.kind, error.title) == ("server_error", "The backend's answer was too large.")
+    assert peak < 4 * 1024 * 1024
+
+
+def test_a_compressed_answer_cannot_unpack_to_gigabytes(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    bomb = gzip.compress(b" " * (200 * 1024 * 1024), compresslevel=9)  # 200 MB of spaces in 200 kB
+    behaviour.replies["/predict"] = Reply(200, bomb, {"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    error = failure(client(backend))
+
+    assert (error.kind, error.title) == ("server_error", "The backend's answer was too large.")
+    assert "unpacked" in error.detail
+    assert backend.requests[-1].headers["Accept-Encoding"] == "identity"  # we asked for no compression
+
+
+def test_a_small_compressed_answer_is_read(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    body = gzip.compress(json.dumps(prediction("cat.jpg")).encode())
+    behaviour.replies["/predict"] = Reply(200, body, {"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    assert client(backend).predict(IMAGE, top_k=3).predictions[0].label == "tabby"
+
+
+def test_status_and_model_survive_huge_answers(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.replies["/ready"] = Reply(503, chunks=itertools.repeat(b"{" * 65536, HUGE // 65536))
+    status = client(backend).status()
+    assert status.state == "server_error"
+    assert status.detail.startswith("The backend's answer was too large.")
+
+    del behaviour.replies["/ready"]
+    behaviour.replies["/model"] = Reply(200, huge_json())
+    status = client(backend).status()
+    assert status.ready
+    assert status.model is None  # no model details, and no crash
+
+
+def test_an_endless_trickle_is_cut_at_the_timeout(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    """A body that never ends, a byte every 50 ms: each read is quick, so only a deadline stops it."""
+    behaviour.replies["/predict"] = Reply(200, chunks=itertools.repeat(b" "), chunk_delay_s=0.05)
+
+    started = time.perf_counter()
+    error = failure(client(backend, backend_timeout_s=1.0))
+    seconds = time.perf_counter() - started
+
+    assert error.kind == "timeout"
+    assert error.title == "The backend did not answer within 1 s."
+    assert 0.9 < seconds < 2.0
+
+
+@pytest.fixture
+def trickling_headers() -> Iterator[str]:
+    """A server that sends its status line and headers a byte every 50 ms, for ever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000):
+                    if stop.wait(0.05):
+                        break
+                    try:
+                        connection.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_headers_that_trickle_in_are_cut_at_the_timeout(trickling_headers: str) -> None:
+    started = time.perf_counter()
+    error = failure(client(trickling_headers, backend_timeout_s=1.0))
+    seconds = time.perf_counter() - started
+    status = client(trickling_headers, status_timeout_s=0.5).status()
+
+    assert error.kind == "timeout"
+    assert 0.9 < seconds < 2.0
+    assert status.state == "timeout"
+
+
+def test_deeply_nested_json_is_not_a_crash(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.replies["/predict"] = Reply(200, b"[" * 500_000)
+
+    error = failure(client(backend))
+
+    assert (error.kind, error.title) == ("server_error", "The backend's answer was not the expected JSON.")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**prediction("cat.jpg"), "results": [{**prediction("cat.jpg")["results"][0], "width": float("inf")}]},
+        {
+            **prediction("cat.jpg"),
+            "results": [
+                {
+                    **prediction("cat.jpg")["results"][0],
+                    "predictions": [{"index": 1, "label": "x", "probability": "NaN"}],
+                }
+            ],
+        },
+    ],
+)
+def test_answers_of_the_wrong_shape_are_errors(
+    backend: FakeServer, behaviour: BackendBehaviour, body: dict[str, object]
+) -> None:
+    behaviour.predict_body = body
+
+    error = failure(client(backend))
+
+    assert (error.kind, error.title) == ("server_error", "The backend's answer was not the expected JSON.")
+
+
+def test_no_more_classes_than_asked_for(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    many = prediction("cat.jpg", 3)
+    many["results"][0]["predictions"] = [
+        {"index": i, "label": f"class {i}", "probability": 0.001} for i in range(10_000)
+    ]
+    behaviour.predict_body = many
+
+    result = client(backend).predict(IMAGE, top_k=3)
+
+    assert [p.label for p in result.predictions] == ["class 0", "class 1", "class 2"]
+
+
+def test_a_model_answer_of_the_wrong_shape_is_no_model(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.model_info = {**MODEL_INFO, "num_classes": "a thousand", "input_size": 224}
+
+    status = client(backend).status()
+
+    assert status.ready
+    assert status.model is None
+
+
+def test_redirects_are_not_followed(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    with running(FakeServer(lambda request: Reply(200, prediction("cat.jpg")))) as elsewhere:
+        behaviour.replies["/predict"] = Reply(307, b"", {"Location": f"{elsewhere.url}/predict"})
+
+        error = failure(client(backend))
+
+        assert error.kind == "server_error"
+        assert elsewhere.requests == []
+
+
+def test_an_odd_retry_after_is_not_repeated(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_status = 503
+    behaviour.predict_error = {"detail": "loading", "code": "model_loading"}
+    behaviour.predict_headers = {"Retry-After": "![x](http://127.0.0.1:9/pixel.png)"}
+
+    error = failure(client(backend))
+
+    assert error.title == "The backend is not ready yet. Retry in a few seconds."
+
+
+def test_an_image_over_the_backends_limit_is_not_sent(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.model_info = {**MODEL_INFO, "max_image_bytes": 1000}
+    backend_client = client(backend)
+    assert backend_client.status().ready  # the page asks /model first, as the sidebar does
+
+    error = failure(backend_client, ImageInput("big.png", b"\x89PNG" + b"\0" * 2000, "image/png"))
+
+    assert (error.kind, error.code, error.title) == ("rejected", "too_large", "This image is too large.")
+    assert error.detail == "big.png is 0.0 MB; the backend accepts images up to 0.0 MB."
+    assert error.affects_one_image
+    assert backend.paths("POST") == []

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CAT, CAT_CLASSES, ROOT, frontend_server, need
+from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, running
+from tests.frontend.hostile_text import WORD_JOINER, as_shown, hostile_texts
+from tests.support import CAT, CAT_CLASSES, ROOT, frontend_server, jpeg_bytes, need, server_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -76,3 +78,84 @@ def test_upload_a_photo_in_chromium(frontend: str) -> None:
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+@pytest.fixture
+def pixel() -> Iterator[FakeServer]:
+    """A web server standing in for an attacker's: the page must never make the browser call it."""
+    with running(FakeServer(lambda request: Reply(200, b"GIF89a"))) as server:
+        yield server
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_hostile_backend_in_chromium(pixel: FakeServer, tmp_path: Path) -> None:
+    """A fake backend answers with class labels, a model name and error details made of Markdown, HTML,
+    LaTeX and Streamlit's own extensions, with images and links pointing at ``pixel``. The page shows
+    each as the characters it is made of, and the browser never calls ``pixel``. A file over
+    MAX_UPLOAD_MB is refused by Streamlit's upload widget, with a message."""
+    need(CHROMIUM.exists(), "Chromium is not installed: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "the playwright Python package is not installed (pip install playwright; no browser download)")
+        raise
+
+    hostile = hostile_texts(pixel.url)
+    behaviour = BackendBehaviour(labels={f"{i}.jpg": text for i, text in enumerate(hostile)})
+    behaviour.model_info = {**MODEL_INFO, "name": f"![model]({pixel.url}/model.png) :material_home:"}
+    bad_name = f"![file]({pixel.url}/file.png) $x$.jpg"
+    behaviour.reject = {bad_name}
+    behaviour.reject_detail = f'<img src="{pixel.url}/detail.png"> :red[not an image] -> {pixel.url}/why'
+    uploads = [
+        {"name": f"{i}.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(CAT, (64 + i, 43))}
+        for i in range(len(hostile))
+    ]
+    uploads.append({"name": bad_name, "mimeType": "image/jpeg", "buffer": b"not an image"})
+    uploads.append({"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"\xff\xd8\xff" + b"\0" * 1_500_000})
+    env = {"MAX_FILES": str(len(uploads)), "MAX_UPLOAD_MB": "1"}
+
+    with (
+        running(fake_backend(behaviour)) as backend,
+        server_process(
+            "frontend", "/_stcore/health", {"BACKEND_URL": backend.url, **env}, tmp_path / "fe.log", 60
+        ) as frontend,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(frontend, wait_until="domcontentloaded")
+            page.get_by_text("Ready", exact=True).wait_for()
+            page.locator("input[type=file]").first.set_input_files(uploads)  # type: ignore[arg-type]
+            verdicts = page.get_by_text("Most likely:")
+            verdicts.nth(len(hostile) - 1).wait_for()
+            page.locator(".vega-embed").nth(len(hostile) - 1).wait_for()
+            page.get_by_text("File must be 1.0MB or smaller.").wait_for()  # Streamlit's own message
+            # The chart's tooltip shows the label too: hover the top bar of the first chart.
+            chart = page.locator(".vega-embed").first.bounding_box()
+            assert chart is not None
+            page.mouse.move(chart["x"] + chart["width"] * 0.4, chart["y"] + 12)
+            page.wait_for_timeout(2000)  # time for any image, font or link prefetch to be requested
+
+            shown = [text.replace(WORD_JOINER, "") for text in verdicts.all_inner_texts()]
+            assert shown == [f"Most likely: {as_shown(text)} (62%)" for text in hostile]
+            sidebar = page.locator("[data-testid=stSidebar]").inner_text().replace(WORD_JOINER, "")
+            assert f"Model ![model]({pixel.url}/model.png) :material_home:" in sidebar
+            main = page.locator("[data-testid=stMain]").inner_text().replace(WORD_JOINER, "")
+            assert f"{as_shown(bad_name)}: {as_shown(behaviour.reject_detail)}" in main
+            outside = page.evaluate(
+                """(pixel) => [...document.querySelectorAll('img[src], a[href], [style*="url("]')]
+                    .map(e => e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('style'))
+                    .filter(v => v.includes(pixel))""",
+                pixel.url,
+            )
+            assert outside == []
+            assert not page.get_by_text("Traceback").count()
+            assert len(backend.paths("POST")) == len(hostile) + 1  # big.jpg never reached the backend
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "frontend-hostile.png"), full_page=True)
+        finally:
+            browser.close()
+    assert pixel.requests == []  # nothing on the page made the browser fetch the attacker's URL

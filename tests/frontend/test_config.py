@@ -20,6 +20,7 @@ def test_defaults() -> None:
     assert settings.backend_auth == "auto"
     assert (settings.host, settings.port) == ("127.0.0.1", 8501)
     assert settings.max_upload_mb == 20  # the backend's MAX_IMAGE_BYTES default, 20 MiB
+    assert settings.max_files == 16
     assert settings.backend_timeout_s == 35.0
 
 
@@ -38,6 +39,7 @@ def test_every_variable_is_read() -> None:
             "PREDICT_CONCURRENCY": "8",
             "DEFAULT_TOP_K": "3",
             "MAX_UPLOAD_MB": "10",
+            "MAX_FILES": "40",
             "HOST": "0.0.0.0",
             "PORT": "8080",
             "LOG_LEVEL": "debug",
@@ -57,6 +59,7 @@ def test_every_variable_is_read() -> None:
         predict_concurrency=8,
         default_top_k=3,
         max_upload_mb=10,
+        max_files=40,
         host="0.0.0.0",
         port=8080,
         log_level="DEBUG",
@@ -78,6 +81,8 @@ def test_google_cloud_region_wins_over_cloud_run_region() -> None:
         ("BACKEND_TIMEOUT_S", "0", "must be between"),
         ("PORT", "80.5", "is not a whole number"),
         ("PORT", "70000", "must be between 1 and 65535"),
+        ("MAX_FILES", "0", "must be between 1 and 1000"),
+        ("MAX_FILES", "many", "is not a whole number"),
         ("LOG_LEVEL", "loud", "must be one of: DEBUG, INFO, WARNING, ERROR"),
     ],
 )
@@ -92,7 +97,7 @@ def test_only_the_page_imports_streamlit() -> None:
     code = (
         "import sys\n"
         "import frontend.auth, frontend.backend_client, frontend.config, frontend.discovery\n"
-        "import frontend.logs, frontend.presentation, frontend.samples, frontend.__main__\n"
+        "import frontend.logs, frontend.presentation, frontend.previews, frontend.samples, frontend.__main__\n"
         "assert 'streamlit' not in sys.modules, 'a non-page module imported streamlit'\n"
     )
 

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from frontend.backend_client import Backend, BackendError, ImageInput
 from frontend.config import FrontendSettings
 from tests.frontend.fakes import BackendBehaviour, FakeServer
+from tests.frontend.hostile_text import WORD_JOINER
 from tests.support import CAT_CLASSES, ROOT, free_port, wait_for
 
 APP = str(ROOT / "frontend" / "app.py")
@@ -51,8 +52,9 @@ def real_backend(port: int, model_cache: Path, log_path: Path) -> Iterator[subpr
 
 
 def texts(elements: object) -> list[str]:
-    """What the elements say, with markdown's backslash escapes removed (as a browser shows them)."""
-    return [re.sub(r"\\(.)", r"\1", str(e.value)) for e in elements]  # type: ignore[attr-defined]
+    """What the elements say, with markdown's backslash escapes and escape_markdown's invisible word
+    joiners removed (as a browser shows them)."""
+    return [re.sub(r"\\(.)", r"\1", str(e.value)).replace(WORD_JOINER, "") for e in elements]  # type: ignore[attr-defined]
 
 
 def most_likely(at: AppTest) -> list[str]:
