@@ -166,7 +166,7 @@ def targets(results: Results) -> list[Target]:
         growth = _ratio(rss2 - rss1, rss1)
         found.append(
             Target(
-                f"resident memory after {second:,} requests vs after {first:,}",
+                f"memory (server and decoders) after {second:,} requests vs after {first:,}",
                 f"{rss2 / 2**20:.1f} vs {rss1 / 2**20:.1f} MiB ({growth:+.1%})",
                 "within 5%",
                 abs(growth) <= 0.05,
@@ -246,7 +246,8 @@ def markdown(results: Results, plot: Path | None, output: Path) -> str:
         "",
         "- *images/s* is completed requests (one 640x480 JPEG each, posted as the raw body) per second of the "
         "measured run; warm-up runs are not counted.",
-        "- *server CPUs* is the server process's CPU time (user + system, from /proc) divided by the run's length: "
+        "- *server CPUs* is the CPU time (user + system, from /proc) of the server process and its image decoder "
+        "processes, divided by the run's length: "
         "how many cores it kept busy. *wrk CPUs* is the load generator's, from the kernel (wait4) when it exits; "
         "it stays a small fraction of the server's, so the load generator did not starve the server.",
         "- *images per CPU-second* is images served per second of server CPU time: speed per CPU, which does not "
@@ -425,11 +426,12 @@ def _memory_section(results: Results) -> list[str]:
         return [*parts, "Not measured in this run.", ""]
     return [
         *parts,
-        "Resident memory (RSS) of a fresh fast server while it answers requests from 4 concurrent clients, "
+        "Memory of a fresh fast server and its image decoder processes (proportional set size, so the pages "
+        "the decoders share are counted once) while it answers requests from 4 concurrent clients, "
         "cycling through the cat and espresso photos at 320x240, 640x480, 1920x1080 and 4032x3024.",
         "",
         _table(
-            ["requests served", "RSS MiB"],
+            ["requests served", "memory MiB"],
             [[f"{s.requests:,}", f"{s.rss_bytes / 2**20:.1f}"] for s in results.memory],
         ),
         "",
