@@ -31,7 +31,8 @@ MEMORY_RETURNS_WITHIN_MB = 60.0  # within 8 s: decoder processes are replaced as
 def server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, psutil.Process]]:
     raise_open_file_limit()
     log = tmp_path_factory.mktemp("siege") / "backend.log"
-    with backend_server({"MODEL_CACHE_DIR": str(model_cache), "ACCESS_LOG": "false"}, log) as url:
+    env = {"MODEL_CACHE_DIR": str(model_cache), "ACCESS_LOG": "false", "PYTHONFAULTHANDLER": "1"}
+    with backend_server(env, log) as url:
         yield url, server_process(url)
 
 
