@@ -17,7 +17,7 @@ Scheduling, so that a few expensive images cannot delay everyone else's:
 - At most ``workers`` images (one per CPU by default) decode at normal priority, taken from the waiting
   images **round robin across owners** (requests): a request with 16 images does not make a request with
   one image wait behind all 16.
-- An image still decoding after ``demote_after_s`` (0.1 s; a 12-megapixel JPEG takes ~25 ms) is *demoted*: its
+- An image that has used ``demote_after_s`` of CPU (0.1 s; a 12-megapixel JPEG takes ~25 ms) is *demoted*: its
   process is reniced to 19, the lowest priority, and stops counting against ``workers``, so the next image
   starts at once. Demoted images run on CPU time nobody else wants, ``slow_workers`` at most, until they
   finish or their budget stops them. When that lane is full and other requests are waiting, the image is
@@ -126,6 +126,7 @@ class DecoderSettings:
 
 Buffer = bytes | bytearray | memoryview
 Lease = Callable[[int], bytes]  # bytes wanted -> GRANTED, BUSY or TOO_LARGE
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _LENGTH: Final = struct.Struct("!i")
 _LONG_LENGTH: Final = struct.Struct("!Q")
 
@@ -213,11 +214,12 @@ class _Worker:
         process = _CONTEXT.Process(
             target=worker_main, args=(child_reads, child_writes), name="image-decoder", daemon=True
         )
-        starting = asyncio.ensure_future(asyncio.to_thread(process.start))  # a round trip to the fork server
         try:
-            await asyncio.shield(starting)
+            # A round trip to the fork server (a few ms), on the event loop's thread on purpose: start() also
+            # polls every other child's sentinel (multiprocessing's _cleanup), and from another thread that
+            # raced with this pool closing them: reads from recycled descriptors corrupted other decoders' pipes.
+            process.start()
         except BaseException:
-            starting.add_done_callback(lambda _: _discard(process))  # it may start after all: then kill it
             parent_reads.close()
             parent_writes.close()
             raise
@@ -290,6 +292,15 @@ class _Worker:
         self.returncode = _discard(self.process)  # it has ended: join() returns at once
         return self.returncode
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process has used, from ``/proc`` (0 where there is none)."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime and stime: fields 14 and 15
+
     def kill(self) -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             # exitcode polls the fork server's report first: once the process has ended (and the fork server
@@ -338,6 +349,7 @@ class _Job:
     leased: int = 0
     stop_reason: ClassifierError | None = None  # why the pool itself killed the process
     started: float = field(default_factory=time.monotonic)
+    cpu_at_start: float = 0.0  # the process's CPU seconds when this image was sent to it
 
 
 class DecoderPool:
@@ -509,6 +521,7 @@ class DecoderPool:
             wall_s = 1 + self.settings.cpu_seconds * self.settings.wall_factor
             deadline = loop.call_later(wall_s, self._out_of_time, job)
             job.started = time.monotonic()
+            job.cpu_at_start = worker.cpu_seconds()
             header, pixels = await worker.call(job.data, self._pixel_bytes, lambda n: self._lease(job, n))
             self._settle(job, header, pixels)
         except _WorkerDied as died:
@@ -592,8 +605,12 @@ class DecoderPool:
         return InvalidImage("The image cannot be decoded: the decoder failed on it. The file may be corrupt.")
 
     def _check(self, job: _Job) -> None:
-        """Still decoding after ``demote_after_s``: move it out of the way of cheap images, or stop it."""
+        """Still decoding after ``demote_after_s``: if it used that CPU time (not merely waited for a CPU, as
+        every image does on a busy machine), move it out of the way of cheap images, or stop it."""
         if job.future.done() or job.worker is None or job.demoted:
+            return
+        if job.worker.cpu_seconds() - job.cpu_at_start < self.demote_after_s:
+            asyncio.get_running_loop().call_later(self.demote_after_s, self._check, job)
             return
         if self._slow < self.slow_workers:
             with contextlib.suppress(OSError, ValueError):

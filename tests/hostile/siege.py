@@ -140,7 +140,7 @@ CLASSES: tuple[AttackClass, ...] = (
     _bomb(
         "progressive_jpeg",
         "progressive JPEG 7000x7000 of 1,600 repeated scans (247 kB; ~40 s of CPU in libjpeg)",
-        "decoder process killed at DECODE_TIMEOUT_S of CPU; demoted to nice 19 after 0.1 s",
+        "decoder process killed at DECODE_TIMEOUT_S of CPU; demoted to nice 19 after 0.1 s of CPU",
         attacks.progressive_jpeg_scans,
     ),
     AttackClass(
