@@ -155,7 +155,9 @@ def wrong_server() -> Iterator[str]:
 
 
 def test_a_server_giving_wrong_classes_fails_the_load_test(wrong_server: str, tmp_path: Path) -> None:
-    code, stats, output = locust(tmp_path, "--host", wrong_server, "BackendUser", users=2, seconds=5)
+    # /ready is 1 task in 11: 4 users for 8 s run ~100 tasks, so P(no /ready at all) is about 1e-4 (with 2 users
+    # for 5 s it was 4%, and CI once ran none).
+    code, stats, output = locust(tmp_path, "--host", wrong_server, "BackendUser", users=4, seconds=8)
     assert code == 1, output
     assert int(stats["/predict raw"]["Failure Count"]) == int(stats["/predict raw"]["Request Count"]) > 0, output
     assert int(stats["/ready"]["Failure Count"]) == 0, output
