@@ -10,9 +10,12 @@ An audience check alone admits any Google identity that asks Google for a token 
 so set ``AUTH_ALLOWED_EMAILS`` too (the service accounts of your callers) unless anyone may call.
 
 Signatures are checked with ``google.oauth2.id_token.verify_token`` against the certificates at
-``AUTH_CERTS_URL`` (Google's by default). The certificates are fetched once and kept for as long as
-their ``Cache-Control: max-age`` says (bounded), and fetched again early only when a token names a key
-id that is not among them (Google rotates its keys), at most once per ``REFRESH_MIN_INTERVAL_S``.
+``AUTH_CERTS_URL`` (Google's by default), and the issuer as ``verify_oauth2_token`` does: ``iss`` must be
+``accounts.google.com`` or ``https://accounts.google.com`` (``verify_token`` alone does not look at it,
+so a token another issuer signed with a key published at ``AUTH_CERTS_URL`` would otherwise pass).
+The certificates are fetched once and kept for as long as their ``Cache-Control: max-age`` says
+(bounded), and fetched again early only when a token names a key id that is not among them (Google
+rotates its keys), at most once per ``REFRESH_MIN_INTERVAL_S``.
 Verification runs in a worker thread: it may fetch certificates (blocking I/O), and RSA is CPU work.
 """
 
@@ -37,6 +40,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 logger = logging.getLogger(__name__)
 
 GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v1/certs"
+# The issuers of Google-signed ID tokens (google.oauth2.id_token.verify_oauth2_token accepts these two).
+GOOGLE_ISSUERS: Final = frozenset({"accounts.google.com", "https://accounts.google.com"})
 OPEN_PATHS: Final = frozenset({"/health", "/ready"})
 CERTS_TTL_S: Final = 300.0  # when the certificate endpoint sends no max-age
 CERTS_MAX_TTL_S: Final = 6 * 3600.0
@@ -150,7 +155,7 @@ def _ttl(headers: Mapping[str, str]) -> float:
 
 
 class GoogleIdTokenVerifier:
-    """Checks a Google-signed ID token: signature, expiry, audience, and optionally the caller's email."""
+    """Checks a Google-signed ID token: signature, expiry, audience, issuer, and optionally the caller's email."""
 
     def __init__(
         self,
@@ -174,6 +179,9 @@ class GoogleIdTokenVerifier:
             raise
         except Exception as exc:  # malformed tokens fail in many ways inside google-auth: all are a 401
             raise _classify(exc) from None
+        issuer = claims.get("iss")
+        if not isinstance(issuer, str) or issuer not in GOOGLE_ISSUERS:  # a list or an object is no issuer either
+            raise InvalidToken("wrong_issuer", "The token was not issued by Google (accounts.google.com).")
         if self.allowed_emails:
             email = claims.get("email")
             if (

@@ -129,6 +129,53 @@ def test_every_bad_token_is_refused_and_a_good_one_accepted(
     _refused(client.post("/predict", content=cat_jpeg()), "missing_token")
 
 
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://evil.example",
+        "https://securetoken.google.com/example-project",  # Firebase's: another Google issuer, not ID tokens'
+        "http://accounts.google.com",
+        "accounts.google.com.evil.example",
+        "https://accounts.google.com/",
+        "",
+        ["accounts.google.com"],
+        {"iss": "accounts.google.com"},
+        None,
+    ],
+)
+def test_tokens_from_another_issuer_are_refused(
+    make_client: Callable[..., TestClient], google_key: SigningKey, issuer: object
+) -> None:
+    """Signed with a published key, for the right audience and caller, but not issued by accounts.google.com:
+    ``verify_token`` alone accepts these; the backend must not."""
+    client = make_client(auth_allowed_emails=[CALLER])
+    token = google_key.sign(claims(iss=issuer))
+    response = client.get(PROTECTED, headers=_bearer(token))
+    _refused(response, "wrong_issuer")
+    assert "accounts.google.com" in response.json()["detail"]
+    _refused(client.post("/predict", content=cat_jpeg(), headers=_bearer(token)), "wrong_issuer")
+
+
+def test_a_token_without_an_issuer_is_refused(make_client: Callable[..., TestClient], google_key: SigningKey) -> None:
+    anonymous = claims()
+    del anonymous["iss"]
+    _refused(make_client().get(PROTECTED, headers=_bearer(google_key.sign(anonymous))), "wrong_issuer")
+
+
+@pytest.mark.parametrize("issuer", ["accounts.google.com", "https://accounts.google.com"])
+def test_both_google_issuers_are_accepted(cert_server: CertServer, google_key: SigningKey, issuer: str) -> None:
+    verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, allowed_emails=[CALLER])
+    assert verifier.verify(google_key.sign(claims(iss=issuer)))["iss"] == issuer
+
+
+def test_the_issuer_is_checked_before_the_caller(cert_server: CertServer, google_key: SigningKey) -> None:
+    """A stranger's token from another issuer is refused for its issuer (401), not as a stranger (403)."""
+    verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, allowed_emails=[CALLER])
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(google_key.sign(claims(iss="https://evil.example", email="someone@evil.example")))
+    assert (caught.value.code, caught.value.status) == ("wrong_issuer", 401)
+
+
 def _tamper(token: str) -> str:
     """The same signature over a payload with another audience-compatible subject."""
     header, payload, signature = token.split(".")
