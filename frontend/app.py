@@ -7,6 +7,7 @@ Kept thin on purpose: locating and calling the backend is ``frontend.backend_cli
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 import streamlit as st
 
@@ -26,7 +27,6 @@ from frontend.presentation import (
     not_classified_text,
     predictions_chart,
     status_line,
-    status_text,
     timing_caption,
     too_many_images_text,
     top1_sentence,
@@ -62,10 +62,13 @@ def sidebar(status: BackendStatus, settings: FrontendSettings) -> int:
         if status.location is not None:
             st.markdown(location_text(status.location))
             st.caption(location_caption(status.location))
+        # A headline only: what is wrong, and what to do, is said once, on the page (see show_problem).
         if status.ready:
             st.success(status_line(status), icon=":material/check_circle:")
+        elif status.starting:  # a cold start is no error: neutral, and checked again at the next run
+            st.info(status_line(status), icon=":material/hourglass_top:")
         else:
-            st.error(status_text(status), icon=":material/error:")
+            st.error(status_line(status), icon=":material/error:")
         if status.model is not None:
             st.markdown(model_text(status.model))
             st.caption(input_caption(status.model))
@@ -75,13 +78,40 @@ def sidebar(status: BackendStatus, settings: FrontendSettings) -> int:
     return top_k
 
 
+def show_problem(status: BackendStatus) -> None:
+    """What stops the backend from classifying, said once, with a Retry button (a page run checks again)."""
+    problem = status.problem
+    if problem is None:
+        return
+    if problem.kind == "starting":
+        st.info(error_text(problem), icon=":material/hourglass_top:")
+    elif problem.kind == "not_configured":
+        st.error(error_text(problem), icon=":material/settings:")
+    else:
+        st.error(error_text(problem), icon=":material/cloud_off:")
+    st.button("Retry", key="retry", type="primary")
+
+
+def session_key(name: str) -> str:
+    """A widget key of this server session, for widgets whose files the server holds (uploads, the camera).
+
+    Cloud Run's session affinity is best effort: when a page's websocket lands on another instance (this one
+    scaled in, was replaced, or was busy), Streamlit starts a new session there, and the browser sends back the
+    widgets' state, including the files it listed, whose bytes only the old instance had. With the same key the
+    page would list them and classify nothing; with a key of the new session the uploader starts empty and the
+    page asks for images as on a first visit (the sample photos picked stay picked: they are no uploads).
+    Seen in a browser by tests/frontend/test_browser.py."""
+    generation = st.session_state.setdefault("session_generation", secrets.token_hex(4))
+    return f"{name}-{generation}"
+
+
 def collect_images(settings: FrontendSettings) -> list[ImageInput]:
     uploads = st.file_uploader(
         "Upload images",
         type=IMAGE_TYPES,
         accept_multiple_files=True,
         max_upload_size=settings.max_upload_mb,
-        key="uploads",
+        key=session_key("uploads"),
         help="JPEG, PNG, WebP, GIF, BMP or TIFF; several at once are classified side by side.",
     )
     samples_column, camera_column = st.columns([3, 1], vertical_alignment="bottom")
@@ -96,7 +126,7 @@ def collect_images(settings: FrontendSettings) -> list[ImageInput]:
     with camera_column:
         # Behind a toggle, so the browser asks for the camera only when someone wants it.
         use_camera = st.toggle("Use the camera", key="use_camera")
-    photo = st.camera_input("Take a photo", key="camera") if use_camera else None
+    photo = st.camera_input("Take a photo", key=session_key("camera")) if use_camera else None
 
     images = [ImageInput(f.name, f.getvalue(), f.type or "application/octet-stream") for f in uploads]
     if photo is not None:
@@ -126,14 +156,23 @@ def classify(backend: Backend, images: list[ImageInput], top_k: int, url: str) -
     return [outcomes[i] for i in range(len(images))]
 
 
-def show_results(images: list[ImageInput], outcomes: list[Outcome], previews: list[bytes | None]) -> None:
-    # A problem with the backend itself is shown once, not once per image.
+def show_results(
+    images: list[ImageInput], outcomes: list[Outcome], previews: list[bytes | None], status: BackendStatus
+) -> None:
+    # A problem with the backend itself is shown once, not once per image, nor again when the status above
+    # already says it (the same kind of problem: the requests failed for the reason the status gave).
+    said = status.problem.kind if status.problem is not None else None
     backend_errors = {
-        (e.kind, e.title, e.detail): e for e in outcomes if isinstance(e, BackendError) and not e.affects_one_image
+        (e.kind, e.title, e.detail): e
+        for e in outcomes
+        if isinstance(e, BackendError) and not e.affects_one_image and e.kind != said
     }
     for error in backend_errors.values():
-        st.error(error_text(error), icon=":material/cloud_off:")
-    if backend_errors:
+        if error.kind == "starting":
+            st.info(error_text(error), icon=":material/hourglass_top:")
+        else:
+            st.error(error_text(error), icon=":material/cloud_off:")
+    if backend_errors and said is None:  # otherwise the status's Retry button is on the page already
         st.button("Retry", key="retry", type="primary")
     for image, outcome, shown in zip(images, outcomes, previews, strict=True):
         with st.container(border=True):
@@ -168,8 +207,7 @@ def main() -> None:
 
     st.title("Image classifier")
     st.caption("Upload photos and see which of the ImageNet classes the backend's model finds in each.")
-    if status.state == "not_configured":
-        st.warning(escape_markdown(status.detail), icon=":material/settings:")
+    show_problem(status)
     images = collect_images(settings)
     if not images:
         st.info("Upload images, take a photo, or pick a sample photo to classify it.")
@@ -181,7 +219,7 @@ def main() -> None:
     previews = get_previewer().submit([image.data for image in images])
     url = status.location.url if status.location else ""
     outcomes = classify(backend, images, top_k, url)
-    show_results(images, outcomes, [preview.result() for preview in previews])
+    show_results(images, outcomes, [preview.result() for preview in previews], status)
 
 
 main()

@@ -30,16 +30,18 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from frontend.auth import AuthError, IdentityTokens
-from frontend.config import FrontendSettings
-from frontend.discovery import BackendLocation, BackendLocator, DiscoveryError
+from frontend.config import AuthMode, FrontendSettings
+from frontend.discovery import BackendLocation, BackendLocator, DiscoveryError, MetadataUnreachable
 
 logger = logging.getLogger(__name__)
 
 ErrorKind = Literal[
     "not_configured",  # the backend could not be located (discovery failed)
+    "metadata",  # on Cloud Run, the metadata server (identity, project, region) could not be reached
     "auth",  # an identity token was required and could not be minted
+    "starting",  # the backend is starting: loading its model, or (a cold start) not answering in time yet
     "unreachable",  # nothing answers at the backend's address
-    "not_ready",  # 503: loading, shutting down, or overloaded
+    "not_ready",  # 503: shutting down, failed, or overloaded
     "timeout",  # no answer within BACKEND_TIMEOUT_S, or the backend's own 504
     "unauthorized",  # 401/403: a private backend refused the request
     "rejected",  # 4xx: this image (or request) is wrong; other images are unaffected
@@ -51,6 +53,11 @@ MAX_ANSWER_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 REDISCOVER_MIN_INTERVAL_S = 2.0  # a backend that is down does not make every request look it up again
 FAILED_LOOKUP_REUSE_S = 5.0  # a failed lookup is reported again, not redone, for this long
+# A backend that has not answered this frontend yet and refuses connections is taken to be starting for
+# this long after the first try (``make run`` starts both at once; a container takes a moment to listen).
+STARTING_GRACE_S = 60.0
+# Problems that no retry fixes: the status says so instead of "Ready" even when /ready (open) answers.
+REFUSALS: frozenset[str] = frozenset({"unauthorized", "auth", "metadata"})
 
 
 class BackendError(Exception):
@@ -119,13 +126,22 @@ class ModelInfo:
 @dataclass(frozen=True)
 class BackendStatus:
     location: BackendLocation | None
-    state: str  # "ready", the backend's own state ("loading", ...), or an ErrorKind
-    detail: str
+    state: str  # "ready", an ErrorKind, or the backend's own state ("failed", "stopping", ...)
+    detail: str  # the problem in one line ("" when ready)
     model: ModelInfo | None = None
+    problem: BackendError | None = None  # what is wrong, as the page shows it (None when ready)
 
     @property
     def ready(self) -> bool:
         return self.state == "ready"
+
+    @property
+    def starting(self) -> bool:
+        return self.state == "starting"
+
+    @classmethod
+    def of(cls, location: BackendLocation | None, problem: BackendError) -> BackendStatus:
+        return cls(location, problem.kind, f"{problem.title} {problem.detail}".strip(), problem=problem)
 
 
 @dataclass(frozen=True)
@@ -178,6 +194,8 @@ class Backend:
         self._location: BackendLocation | None = None
         self._relocated_at = float("-inf")
         self._model: tuple[str, ModelInfo] | None = None  # (url, info): the model only changes with a redeploy
+        self._answered = False  # has the backend ever answered this frontend (any HTTP answer)?
+        self._first_try: float | None = None  # when this frontend first tried to reach it
 
     # --- where the backend is
 
@@ -212,7 +230,10 @@ class Backend:
             location = self.locator.locate()
         except DiscoveryError as exc:
             logger.warning("could not locate the backend", extra={"code": exc.code, "reason": exc.message})
-            error = BackendError("not_configured", "The backend could not be found.", exc.message)
+            if exc.code == "metadata_unreachable":
+                error = BackendError("metadata", MetadataUnreachable.title, exc.message)
+            else:
+                error = BackendError("not_configured", "The backend could not be found.", exc.message)
             self._failed_lookup = (time.monotonic(), error)
             raise error from exc
         self._failed_lookup = None
@@ -224,21 +245,37 @@ class Backend:
     def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> Answer:
         """Send a request; if the address stopped answering and a fresh lookup gives another, retry there."""
         location = self.location()
+        if self._first_try is None:
+            self._first_try = time.monotonic()
         try:
             return self._send(location, method, path, timeout, **kwargs)
         except requests.ConnectionError as exc:
             if location.source == "BACKEND_URL":
-                raise _unreachable(location, exc) from exc
+                raise self._unreachable(location, exc) from exc
             try:
                 fresh = self.relocate(location)
             except BackendError:
-                raise _unreachable(location, exc) from exc
+                raise self._unreachable(location, exc) from exc
             if fresh == location:
-                raise _unreachable(location, exc) from exc
+                raise self._unreachable(location, exc) from exc
             try:
                 return self._send(fresh, method, path, timeout, **kwargs)
             except requests.ConnectionError as again:
-                raise _unreachable(fresh, again) from again
+                raise self._unreachable(fresh, again) from again
+
+    def _unreachable(self, location: BackendLocation, exc: requests.ConnectionError) -> BackendError:
+        """No answer: "starting" if no connection could be made, the backend never answered this frontend yet
+        and the frontend only began trying (STARTING_GRACE_S ago at most); otherwise "unreachable"."""
+        logger.warning("the backend is unreachable", extra={"url": location.url, "reason": str(exc)[:300]})
+        first_try = self._first_try if self._first_try is not None else time.monotonic()
+        if _refused(exc) and not self._answered and time.monotonic() - first_try < STARTING_GRACE_S:
+            return BackendError(
+                "starting",
+                "The backend is starting.",
+                f"Nothing accepts connections at {location.url} yet. The page asks again each time it runs: "
+                "click Retry in a moment. If this lasts, check that the backend runs and that its address is right.",
+            )
+        return _unreachable(location)
 
     def _send(self, location: BackendLocation, method: str, path: str, timeout: float, **kwargs: Any) -> Answer:
         """One request, answered within ``timeout`` seconds in all (headers and body), at most
@@ -247,6 +284,8 @@ class Backend:
             headers = self.tokens.headers(location.url, self.settings.backend_audience)
         except AuthError as exc:
             raise BackendError("auth", "No identity token for the private backend.", str(exc)) from exc
+        except MetadataUnreachable as exc:
+            raise BackendError("metadata", exc.title, str(exc)) from exc
         # Our answers are small: no compression (a compressed answer could unpack to gigabytes).
         headers = {**headers, "Accept-Encoding": "identity"}
         connect_timeout = min(timeout, 5.0)
@@ -277,37 +316,68 @@ class Backend:
             raise BackendError(
                 "server_error", "The backend's answer could not be read.", f"{type(exc).__name__}: {exc}"[:300]
             ) from exc
+        self._answered = True
         return Answer(response.status_code, response.reason or "", CaseInsensitiveDict(response.headers), body)
 
     # --- status
 
     def status(self) -> BackendStatus:
-        """Where the backend is, whether ``/ready`` says ready, and (once ready) the model from ``/model``."""
+        """Where the backend is, whether it is ready (``/ready``, which needs no token), and whether it accepts
+        the frontend's requests: ``/model`` needs one, so a refusal there is the status, not "Ready"."""
+        timeout = self.settings.status_timeout_s
         try:
             location = self.location()
-            response = self._request("GET", "/ready", self.settings.status_timeout_s)
+            response = self._request("GET", "/ready", timeout)
         except BackendError as exc:
-            return BackendStatus(self._location, exc.kind, f"{exc.title} {exc.detail}".strip())
+            problem = exc
+            if exc.kind == "timeout":  # a backend scaled to zero answers once it has started: a cold start
+                problem = BackendError(
+                    "starting",
+                    "The backend is starting.",
+                    f"It did not answer within {timeout:g} s (STATUS_TIMEOUT_S): a backend that has scaled to "
+                    "zero takes a while to start. The page asks again each time it runs: click Retry in a "
+                    "moment. To avoid the wait, keep one backend instance warm (--min-instances=1).",
+                )
+            return BackendStatus.of(self._location, problem)
         location = self._location or location
+        if response.status_code in (401, 403):  # behind Cloud Run's IAM, /ready needs a token too
+            return BackendStatus.of(location, self._error_from_response(response, location))
         body = response.json()
-        if response.status_code in (401, 403):
-            error = _error_from_response(response, location)
-            return BackendStatus(location, error.kind, f"{error.title} {error.detail}".strip())
-        state = str(body.get("status") or ("ready" if response.ok else f"HTTP {response.status_code}"))
+        state = _short(str(body.get("status") or ("ready" if response.ok else f"HTTP {response.status_code}")), 60)
         if response.status_code != 200 or state != "ready":
-            return BackendStatus(location, _short(state, 60), _short(str(body.get("detail") or "")))
-        return BackendStatus(location, "ready", "", self._model_info(location))
+            if state == "loading":
+                return BackendStatus.of(
+                    location,
+                    BackendError(
+                        "starting",
+                        "The backend is starting.",
+                        "It is loading its model. The page asks again each time it runs: click Retry in a few seconds.",
+                    ),
+                )
+            detail = _short(str(body.get("detail") or ""))
+            problem = BackendError("not_ready", f"The backend is not ready ({state}).", detail)
+            return BackendStatus(location, state, detail, problem=problem)
+        try:
+            model = self._model_info(location)
+        except BackendError as exc:  # /ready is open, /model is not: the frontend's requests are refused
+            return BackendStatus.of(location, exc)
+        return BackendStatus(location, "ready", "", model)
 
     def _model_info(self, location: BackendLocation) -> ModelInfo | None:
-        if self._model is not None and self._model[0] == location.url:
-            return self._model[1]
+        """The backend's ``/model``, asked at every status check (it needs a token, as ``/predict`` does);
+        raise BackendError if the frontend's requests are refused, None if it cannot be read otherwise."""
+        cached = self._model[1] if self._model is not None and self._model[0] == location.url else None
         try:
             response = self._request("GET", "/model", self.settings.status_timeout_s)
-        except BackendError:
-            return None
+        except BackendError as exc:
+            if exc.kind in REFUSALS:
+                raise
+            return cached
+        if response.status_code in (401, 403):
+            raise self._error_from_response(response, location)
         body = response.json()
         if response.status_code != 200 or "name" not in body:
-            return None
+            return cached
         try:
             info = ModelInfo(
                 name=_short(str(body["name"]), 200),
@@ -320,14 +390,31 @@ class Backend:
         except (TypeError, ValueError, OverflowError) as exc:
             logger.warning("the backend's /model answer was not the expected JSON", extra={"reason": str(exc)[:200]})
             return None
-        self._model = (location.url, info)
-        upload_limit = self.settings.max_upload_mb * 1024**2
-        if info.max_image_bytes is not None and info.max_image_bytes < upload_limit:
-            logger.warning(
-                "MAX_UPLOAD_MB is over the backend's per-image limit: larger files are refused without being sent",
-                extra={"max_upload_mb": self.settings.max_upload_mb, "backend_max_image_bytes": info.max_image_bytes},
-            )
+        if cached != info:
+            self._model = (location.url, info)
+            upload_limit = self.settings.max_upload_mb * 1024**2
+            if info.max_image_bytes is not None and info.max_image_bytes < upload_limit:
+                logger.warning(
+                    "MAX_UPLOAD_MB is over the backend's per-image limit: larger files are refused without being sent",
+                    extra={
+                        "max_upload_mb": self.settings.max_upload_mb,
+                        "backend_max_image_bytes": info.max_image_bytes,
+                    },
+                )
         return info
+
+    def _error_from_response(self, response: Answer, location: BackendLocation | None) -> BackendError:
+        """``_error_from_response``, with a refusal (401/403) explained from the token the frontend sent."""
+        if response.status_code not in (401, 403) or location is None:
+            return _error_from_response(response, location)
+        audience = self.settings.backend_audience or location.url
+        claims = self.tokens.claims(audience) if self.tokens.mode != "none" else {}
+        email = claims.get("email")
+        if not isinstance(email, str) or not email:
+            email = self.locator.service_account()
+        return _error_from_response(
+            response, location, audience=audience, claims=claims, email=email, mode=self.tokens.mode
+        )
 
     # --- predictions
 
@@ -362,7 +449,7 @@ class Backend:
         round_trip_ms = (time.perf_counter() - started) * 1000
         location = self._location
         if response.status_code != 200:
-            error = _error_from_response(response, location)
+            error = self._error_from_response(response, location)
             logger.warning(
                 "prediction failed",
                 extra={"image": image.filename, "status": response.status_code, "code": error.code},
@@ -412,8 +499,14 @@ def _new_session(pool_size: int) -> requests.Session:
     return session
 
 
-def _unreachable(location: BackendLocation, exc: requests.ConnectionError) -> BackendError:
-    logger.warning("the backend is unreachable", extra={"url": location.url, "reason": str(exc)[:300]})
+def _refused(exc: requests.ConnectionError) -> bool:
+    """True when no connection could be made (refused, or not accepted in time), rather than one that broke."""
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # requests wraps urllib3's MaxRetryError, which holds the cause
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _unreachable(location: BackendLocation) -> BackendError:
     return BackendError(
         "unreachable",
         f"The backend at {location.url} is not answering.",
@@ -422,7 +515,18 @@ def _unreachable(location: BackendLocation, exc: requests.ConnectionError) -> Ba
     )
 
 
-def _error_from_response(response: Answer, location: BackendLocation | None) -> BackendError:
+def _error_from_response(
+    response: Answer,
+    location: BackendLocation | None,
+    *,
+    audience: str | None = None,
+    claims: Mapping[str, object] | None = None,
+    email: str | None = None,
+    mode: AuthMode = "auto",
+) -> BackendError:
+    """What an error answer means for people. For a refusal (401/403), ``audience`` is the one the frontend
+    asked a token for, ``claims`` those of the token it sent (read, not verified), ``email`` its identity,
+    ``mode`` its BACKEND_AUTH."""
     body = response.json()
     status = response.status_code
     detail = _short(str(body.get("detail") or "")) or _plain_text(response)
@@ -434,8 +538,12 @@ def _error_from_response(response: Answer, location: BackendLocation | None) -> 
     where = location.url if location else "the backend"
     if status in {503, 429}:
         busy = code == "overloaded" or status == 429
-        title = "The backend is busy." if busy else "The backend is not ready yet."
         hint = f" Retry in {retry_after} s." if retry_after else " Retry in a few seconds."
+        if code == "model_loading":  # a cold start: neutral, not an error
+            return BackendError(
+                "starting", "The backend is starting." + hint, detail, status=status, code=code, retry_after=retry_after
+            )
+        title = "The backend is busy." if busy else "The backend is not ready yet."
         return BackendError("not_ready", title + hint, detail, status=status, code=code, retry_after=retry_after)
     if status == 504:
         return BackendError("timeout", "The backend took too long.", detail, status=status, code=code)
@@ -443,17 +551,57 @@ def _error_from_response(response: Answer, location: BackendLocation | None) -> 
         return BackendError(
             "unauthorized",
             f"The backend at {where} refused the request ({status}).",
-            (detail + " " if body else "")
-            + "If it is a private Cloud Run service, give the frontend's service account roles/run.invoker on "
-            "it. The frontend sends an identity token to https URLs (BACKEND_AUTH=auto); set "
-            "BACKEND_AUTH=id_token to always send one, and BACKEND_AUDIENCE if the backend expects another "
-            "audience.",
+            (detail + " " if body else "") + refusal_advice(code, audience, claims or {}, email, mode),
             status=status,
             code=code,
         )
     if 400 <= status < 500:
         return BackendError("rejected", "This image could not be classified.", detail, status=status, code=code)
     return BackendError("server_error", f"The backend failed ({status}).", detail, status=status, code=code)
+
+
+def refusal_advice(
+    code: str | None,
+    audience: str | None,
+    claims: Mapping[str, object],
+    email: str | None = None,
+    mode: AuthMode = "auto",
+) -> str:
+    """What to grant or set when the backend refuses the frontend (401/403): what was wrong with the token the
+    frontend sent, when the backend's ``code`` says, and the one remedy for that cause. ``mode`` is BACKEND_AUTH."""
+    who = f"the frontend's service account ({_short(email, 200)})" if email else "the frontend's service account"
+    invoker = (
+        f"If it is a private Cloud Run service, give {who} roles/run.invoker on it (a backend that checks "
+        "tokens itself must list it in AUTH_ALLOWED_EMAILS)."
+    )
+    if code == "missing_token":
+        return (
+            "The frontend sent no identity token"
+            + {
+                "none": " (BACKEND_AUTH=none): set BACKEND_AUTH=id_token (or auto).",
+                "auto": ": with BACKEND_AUTH=auto it sends one to https URLs only, when its credentials can mint one. "
+                "Set BACKEND_AUTH=id_token to always send one (elsewhere than Cloud Run, with "
+                "GOOGLE_APPLICATION_CREDENTIALS naming a service-account key).",
+                "id_token": ". " + invoker,
+            }[mode]
+        )
+    if code == "wrong_audience" and audience:
+        token_audience = claims.get("aud")
+        if isinstance(token_audience, str) and token_audience and token_audience != audience:
+            got = f"is for {_short(token_audience, 200)}, although the frontend asked for one for {audience}"
+        else:
+            got = f"is for {audience}"
+        return (
+            f"The identity token the frontend sent {got}; the backend expects another audience. Set "
+            "BACKEND_AUDIENCE to the audience the backend checks (its AUTH_AUDIENCE; on Cloud Run, the "
+            "service's URL)."
+        )
+    return {
+        "wrong_issuer": "The identity token the frontend sent was not issued by Google (accounts.google.com): "
+        "the frontend's credentials must be a Google service account (the metadata server on Cloud Run, or "
+        "GOOGLE_APPLICATION_CREDENTIALS naming a service-account key).",
+        "forbidden_identity": f"The backend does not accept {who}. {invoker}",
+    }.get(code or "", invoker + " Set BACKEND_AUDIENCE if the backend expects a token for another audience.")
 
 
 def _plain_text(response: Answer) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +29,11 @@ Source = Literal["BACKEND_URL", "cloud_run"]
 ProjectLookup = Callable[[], str | None]
 RegionLookup = Callable[[], str | None]
 
+DEFAULT_METADATA_HOST = "metadata.google.internal"
+# One attempt, this long: on Cloud Run the metadata server answers in milliseconds. google-auth's own
+# detection waits 3 s three times (with back-off) before it gives up, which a page cannot afford.
 METADATA_TIMEOUT_S = 2.0
+METADATA_FAILURE_REUSE_S = 5.0  # an unreachable metadata server is reported again (not asked again) this long
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,133 @@ class DiscoveryError(Exception):
         self.message = message
 
 
+def on_cloud_run() -> bool:
+    """Cloud Run sets K_SERVICE (with K_REVISION and K_CONFIGURATION) in every container it runs."""
+    return bool(os.environ.get("K_SERVICE"))
+
+
+class MetadataUnreachable(Exception):
+    """On Cloud Run, the metadata server did not answer: no identity tokens, access tokens, project or region.
+
+    ``title`` is the headline for the page, the message says what that means and what to check.
+    """
+
+    title = "The metadata server could not be reached."
+
+    def __init__(self, url: str, reason: str) -> None:
+        service = os.environ.get("K_SERVICE", "")
+        super().__init__(
+            f"The frontend asked it at {url} and {reason}. On Cloud Run (K_SERVICE={service} is set) the metadata "
+            "server gives the frontend its service account's identity tokens (to call a private backend) and "
+            "access tokens (to look the backend up in the Cloud Run Admin API), and its project and region: "
+            "without it the frontend can do neither. If GCE_METADATA_HOST is set, it must name a metadata "
+            "server; otherwise check the instance's network (the metadata server is at "
+            f"{DEFAULT_METADATA_HOST}, 169.254.169.254). If this is not Cloud Run, unset K_SERVICE and set "
+            "BACKEND_URL (and GOOGLE_APPLICATION_CREDENTIALS to a service-account key for a private backend)."
+        )
+        self.url = url
+        self.reason = reason
+
+
+class MetadataServer:
+    """The metadata server of the instance the frontend runs on (Cloud Run's, or a stand-in named by
+    ``GCE_METADATA_HOST``, as google-auth reads it), asked once with a short timeout.
+
+    A failure is remembered for ``failure_reuse_s``, so that the requests of one page run, and the page
+    runs right after it, do not each wait for it again.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        timeout_s: float = METADATA_TIMEOUT_S,
+        failure_reuse_s: float = METADATA_FAILURE_REUSE_S,
+    ) -> None:
+        self._host = host
+        self.timeout_s = timeout_s
+        self.failure_reuse_s = failure_reuse_s
+        self._lock = threading.Lock()
+        self._failed: tuple[float, MetadataUnreachable] | None = None
+        self._email: str | None = None
+
+    @property
+    def url(self) -> str:
+        host = (
+            self._host
+            or os.environ.get("GCE_METADATA_HOST")
+            or os.environ.get("GCE_METADATA_ROOT")
+            or DEFAULT_METADATA_HOST
+        )
+        return f"http://{host}"
+
+    def get(self, path: str) -> str:
+        """``GET /computeMetadata/v1/<path>``: its text; MetadataUnreachable if no metadata server answers,
+        ``requests.HTTPError`` if it answers with an error."""
+        with self._lock:
+            if self._failed is not None:
+                failed_at, error = self._failed
+                if time.monotonic() - failed_at < self.failure_reuse_s:
+                    raise error
+                self._failed = None
+        url = self.url
+        try:
+            response = requests.get(
+                f"{url}/computeMetadata/v1/{path}",
+                headers={"Metadata-Flavor": "Google"},
+                timeout=self.timeout_s,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise self._unreachable(url, _metadata_failure(exc, self.timeout_s)) from exc
+        if response.headers.get("Metadata-Flavor") != "Google":
+            raise self._unreachable(
+                url, f"what answered (HTTP {response.status_code}) is not a metadata server (no Metadata-Flavor header)"
+            )
+        response.raise_for_status()
+        return response.text.strip()
+
+    def check(self) -> None:
+        """Raise MetadataUnreachable unless the metadata server answers (it is asked every time)."""
+        self.service_account_email(cached=False)
+
+    def service_account_email(self, *, cached: bool = True) -> str | None:
+        """The email of the service account the instance runs as (None if the server does not say)."""
+        if cached and self._email is not None:
+            return self._email
+        try:
+            email = self.get("instance/service-accounts/default/email")
+        except requests.HTTPError:
+            return None
+        self._email = email or None
+        return self._email
+
+    def _unreachable(self, url: str, reason: str) -> MetadataUnreachable:
+        error = MetadataUnreachable(url, reason)
+        logger.warning("the metadata server could not be reached", extra={"url": url, "reason": reason})
+        with self._lock:
+            self._failed = (time.monotonic(), error)
+        return error
+
+
+def _metadata_failure(exc: requests.RequestException, timeout_s: float) -> str:
+    if isinstance(exc, requests.Timeout):
+        return f"had no answer within {timeout_s:g} s"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        if "Connection refused" in text:
+            return "the connection was refused"
+        if "Name or service not known" in text or "NameResolutionError" in text or "getaddrinfo" in text:
+            return "the name does not resolve"
+        return "could not connect"
+    return f"the request failed ({type(exc).__name__})"
+
+
+# The instance's own metadata server, shared by every lookup and token of this process.
+METADATA = MetadataServer()
+
+
 def google_default_project() -> str | None:
-    """The project Application Default Credentials know (on Cloud Run: the metadata server's)."""
+    """The project Application Default Credentials know (on Cloud Run the metadata server's: see BackendLocator)."""
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -59,23 +190,32 @@ def google_default_project() -> str | None:
     return project if isinstance(project, str) and project else None
 
 
-def cloud_run_instance_region() -> str | None:
-    """On Cloud Run (K_SERVICE is set), the region this instance runs in, from the metadata server."""
-    if not os.environ.get("K_SERVICE"):
+def cloud_run_instance_region(metadata: MetadataServer | None = None) -> str | None:
+    """On Cloud Run (K_SERVICE is set), the region this instance runs in, from the metadata server.
+
+    Raises MetadataUnreachable when the metadata server does not answer.
+    """
+    if not on_cloud_run():
         return None
-    host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
     try:
-        response = requests.get(
-            f"http://{host}/computeMetadata/v1/instance/region",
-            headers={"Metadata-Flavor": "Google"},
-            timeout=METADATA_TIMEOUT_S,
-        )
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        logger.warning("could not read this instance's region from the metadata server", extra={"reason": str(exc)})
+        answer = (metadata or METADATA).get("instance/region")
+    except requests.HTTPError as exc:
+        logger.warning("the metadata server did not say this instance's region", extra={"reason": str(exc)})
         return None
-    region = response.text.strip().rsplit("/", 1)[-1]  # "projects/123456/regions/europe-west1"
+    region = answer.rsplit("/", 1)[-1]  # "projects/123456/regions/europe-west1"
     return region or None
+
+
+def cloud_run_project(metadata: MetadataServer | None = None) -> str | None:
+    """The project: on Cloud Run the metadata server's (asked directly, with its short timeout), elsewhere
+    the one Application Default Credentials know."""
+    if not on_cloud_run():
+        return google_default_project()
+    try:
+        return (metadata or METADATA).get("project/project-id") or None
+    except requests.HTTPError as exc:
+        logger.warning("the metadata server did not say the project", extra={"reason": str(exc)})
+        return None
 
 
 class BackendLocator:
@@ -86,19 +226,29 @@ class BackendLocator:
         settings: FrontendSettings,
         *,
         credentials: Credentials | None = None,
-        project_lookup: ProjectLookup = google_default_project,
-        region_lookup: RegionLookup = cloud_run_instance_region,
+        project_lookup: ProjectLookup | None = None,
+        region_lookup: RegionLookup | None = None,
+        metadata: MetadataServer | None = None,
     ) -> None:
         self.settings = settings
         self._credentials = credentials
-        self._project_lookup = project_lookup
-        self._region_lookup = region_lookup
+        self._metadata = metadata or METADATA
+        self._project_lookup = project_lookup or (lambda: cloud_run_project(self._metadata))
+        self._region_lookup = region_lookup or (lambda: cloud_run_instance_region(self._metadata))
         self._client: Any = None  # run_v2.ServicesClient, made on first use
 
     def locate(self) -> BackendLocation:
         if self.settings.backend_url:
             return BackendLocation(self.settings.backend_url, "BACKEND_URL", "BACKEND_URL")
-        project = self.settings.project or self._project_lookup()
+        try:
+            if on_cloud_run() and self._credentials is None:
+                # The lookup's credentials (and the project and region, unless set) come from the metadata
+                # server: ask it first, with a short timeout, rather than let google-auth wait for it.
+                self._metadata.check()
+            project = self.settings.project or self._project_lookup()
+            region = self.settings.region or self._region_lookup() or DEFAULT_REGION
+        except MetadataUnreachable as exc:
+            raise DiscoveryError("metadata_unreachable", str(exc)) from exc
         if not project:
             raise DiscoveryError(
                 "not_configured",
@@ -107,8 +257,16 @@ class BackendLocator:
                 "GOOGLE_CLOUD_PROJECT so it can look up the Cloud Run service "
                 f"{self.settings.backend_service!r} (on Cloud Run both are automatic).",
             )
-        region = self.settings.region or self._region_lookup() or DEFAULT_REGION
         return self._lookup(project, region)
+
+    def service_account(self) -> str | None:
+        """On Cloud Run, the email of the frontend's own service account (None elsewhere, or if unknown)."""
+        if not on_cloud_run():
+            return None
+        try:
+            return self._metadata.service_account_email()
+        except MetadataUnreachable:
+            return None
 
     def _lookup(self, project: str, region: str) -> BackendLocation:
         from google.api_core import exceptions as api_exceptions
@@ -134,11 +292,23 @@ class BackendLocator:
                 "the frontend at it with BACKEND_SERVICE / GOOGLE_CLOUD_PROJECT / GOOGLE_CLOUD_REGION, "
                 "or set BACKEND_URL.",
             ) from exc
-        except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as exc:  # 403 and 401
+        except api_exceptions.Forbidden as exc:  # 403: these credentials may not read the service
+            email = self.service_account()
+            who = f"the frontend's service account ({email})" if email else "the frontend's service account"
+            member = email or "FRONTEND_SA@PROJECT.iam.gserviceaccount.com"
             raise DiscoveryError(
                 "permission_denied",
-                f"Not allowed to read the {where} ({_google_message(exc)}). Grant the frontend's service account "
-                "roles/run.viewer on the project (or the service), or set BACKEND_URL.",
+                f"Not allowed to read the {where} ({_google_message(exc)}). Grant roles/run.viewer on the backend "
+                f"service to {who}: `gcloud run services add-iam-policy-binding {service} --region={region} "
+                f"--member=serviceAccount:{member} --role=roles/run.viewer` (or grant it on the project), "
+                "or set BACKEND_URL.",
+            ) from exc
+        except api_exceptions.Unauthorized as exc:  # 401: the credentials themselves were not accepted
+            raise DiscoveryError(
+                "unauthenticated",
+                f"The Cloud Run Admin API did not accept the frontend's credentials to read the {where} "
+                f"({_google_message(exc)}). On Cloud Run they come from the metadata server; elsewhere run "
+                "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS, or set BACKEND_URL.",
             ) from exc
         except api_exceptions.GoogleAPICallError as exc:
             raise DiscoveryError(
@@ -147,6 +317,11 @@ class BackendLocator:
                 "Retry in a moment.",
             ) from exc
         except (requests.RequestException, auth_exceptions.TransportError, auth_exceptions.RefreshError) as exc:
+            if on_cloud_run() and self._credentials is None:
+                try:  # an access token could not be had: is it the metadata server that went away?
+                    self._metadata.check()
+                except MetadataUnreachable as unreachable:
+                    raise DiscoveryError("metadata_unreachable", str(unreachable)) from exc
             raise DiscoveryError(
                 "api_unreachable",
                 f"Could not reach the Cloud Run Admin API to look up the {where} "
@@ -171,8 +346,10 @@ class BackendLocator:
 
             endpoint = self.settings.cloud_run_api_endpoint
             credentials = self._credentials
-            if credentials is None and endpoint and endpoint.startswith("http://"):
+            if credentials is None and endpoint and endpoint.startswith("http://") and not on_cloud_run():
                 # A plain-HTTP endpoint is a local emulator or a test's fake API: send it no Google credentials.
+                # On Cloud Run (K_SERVICE set) the instance's own are sent, as to the real API: that is what a
+                # stand-in such as tests/cloudrun's checks, with access tokens from its metadata server.
                 from google.auth.credentials import AnonymousCredentials
 
                 credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]

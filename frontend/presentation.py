@@ -152,26 +152,34 @@ def no_preview_text(filename: str) -> str:
     return f"{escape_markdown(filename)}: no preview (this page cannot display it)."
 
 
+# An error's detail is the backend's words (already cut to 500 characters) and the frontend's own advice
+# on what to grant or set: room for both, so that the advice is never the part cut off.
+MAX_DETAIL_CHARS = 1500
+
+
 def error_text(error: BackendError) -> str:
-    """The headline, then the backend's own explanation when it gave one (shown literally)."""
-    return f"**{escape_markdown(error.title)}** {escape_markdown(error.detail)}".strip()
+    """The headline, then the explanation: the backend's own when it gave one, and what to do (shown literally)."""
+    return f"**{escape_markdown(error.title)}** {escape_markdown(error.detail, MAX_DETAIL_CHARS)}".strip()
 
 
 def status_text(status: BackendStatus) -> str:
-    """The sidebar's status: a bold headline, then the details on a line of their own."""
+    """The status: a bold headline, then the details on a line of their own."""
     line = f"**{status_line(status)}**"
     return f"{line}  \n{escape_markdown(status.detail)}" if status.detail else line
 
 
 def status_line(status: BackendStatus) -> str:
-    """The status in a few words (Markdown: an unknown state the backend reported is escaped)."""
+    """The status in a few words, for the sidebar (Markdown: an unknown state the backend reported is escaped).
+    What is wrong, and what to do about it, is said once, on the page (``error_text(status.problem)``)."""
     if status.ready:
         return "Ready"
     names = {
+        "starting": "The backend is starting",
         "loading": "Loading the model",
         "unreachable": "Not answering",
         "not_configured": "Not configured",
-        "unauthorized": "Refusing requests",
+        "metadata": "No metadata server",
+        "unauthorized": "Refusing the frontend's requests",
         "timeout": "Too slow to answer",
         "auth": "No identity token",
     }

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from frontend import discovery
 from tests.frontend.fakes import BackendBehaviour, CloudRunState, FakeServer, fake_backend, fake_cloud_run_api, running
 
 # Every variable the frontend reads, so a developer's own settings never leak into a test.
@@ -29,6 +30,8 @@ FRONTEND_VARIABLES = (
     "LOG_LEVEL",
     "K_SERVICE",
     "GCE_METADATA_HOST",
+    "GCE_METADATA_IP",
+    "GCE_METADATA_ROOT",
 )
 
 
@@ -39,6 +42,8 @@ def frontend_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-credentials.json"))
     monkeypatch.setenv("NO_GCE_CHECK", "true")  # google.auth must not probe a metadata server here
+    # The process's metadata server remembers failures and its service account: a fresh one per test.
+    monkeypatch.setattr(discovery, "METADATA", discovery.MetadataServer())
 
 
 @pytest.fixture

@@ -64,6 +64,10 @@ class FakeServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def is_running(self) -> bool:
+        return self._server is not None
+
     def paths(self, method: str | None = None) -> list[str]:
         with self._lock:
             return [r.path for r in self.requests if method is None or r.method == method]
@@ -222,6 +226,8 @@ class BackendBehaviour:
     labels: dict[str, str] = field(default_factory=dict)  # filename -> the top class answered for it
     model_info: dict[str, Any] = field(default_factory=lambda: dict(MODEL_INFO))  # the /model answer
     replies: dict[str, Reply] = field(default_factory=dict)  # path -> this answer, whatever was asked
+    # Every path but /health and /ready answered this way, as the backend's token check (AUTH_AUDIENCE) does
+    refusal: Reply | None = None
 
 
 def fake_backend(behaviour: BackendBehaviour, port: int | None = None) -> FakeServer:
@@ -229,6 +235,8 @@ def fake_backend(behaviour: BackendBehaviour, port: int | None = None) -> FakeSe
         path = request.path.split("?", 1)[0]
         if path in behaviour.replies:
             return behaviour.replies[path]
+        if behaviour.refusal is not None and path not in {"/health", "/ready"}:
+            return behaviour.refusal
         if path == "/ready":
             if behaviour.ready:
                 return Reply(200, {"status": "ready"}, delay_s=behaviour.ready_delay_s)
@@ -336,11 +344,16 @@ def google_error(code: int, status: str, message: str) -> dict[str, Any]:
 
 @dataclass
 class CloudRunState:
-    """The services the fake API knows (``services[name] = uri``); ``denied`` answers 403 to every lookup."""
+    """The services the fake API knows (``services[name] = uri``); ``denied`` answers 403 to every lookup.
+
+    With ``access_tokens`` set, a lookup must carry ``Authorization: Bearer`` one of them (401 otherwise),
+    as Google's API wants an OAuth access token: tests/cloudrun shares the set its metadata server fills.
+    """
 
     services: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # name -> why its revision is not ready
     denied: bool = False
+    access_tokens: set[str] | None = None
 
 
 def fake_cloud_run_api(state: CloudRunState) -> FakeServer:
@@ -349,6 +362,18 @@ def fake_cloud_run_api(state: CloudRunState) -> FakeServer:
         if request.method != "GET" or match is None:
             return Reply(404, google_error(404, "NOT_FOUND", f"Method not found: {request.path}"))
         project, region, name = match["project"], match["region"], match["name"]
+        if state.access_tokens is not None:
+            authorization = {k.lower(): v for k, v in request.headers.items()}.get("authorization", "")
+            if authorization.removeprefix("Bearer ") not in state.access_tokens:
+                return Reply(
+                    401,
+                    google_error(
+                        401,
+                        "UNAUTHENTICATED",
+                        "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                        "cookie or other valid authentication credential.",
+                    ),
+                )
         if state.denied:
             return Reply(
                 403,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tests.frontend import hostile_files
 from tests.frontend.fakes import BackendBehaviour, Reply, fake_backend, prediction, running
-from tests.support import CAT, jpeg_bytes, server_process
+from tests.support import CAT, chromium, jpeg_bytes, server_popen
 
 
 def _noisy_png(width: int, height: int, noise_bytes: int = 19_000_000) -> bytes:
@@ -107,57 +107,32 @@ def _memory(pid: int) -> dict[str, int]:
 
 
 def measure_answers() -> None:
-    from playwright.sync_api import sync_playwright
-
     label = "x" * (10 * 1024 * 1024)
     behaviour = BackendBehaviour()
     behaviour.replies["/predict"] = Reply(200, json.dumps(prediction("cat.jpg", 3, label)).encode())
     with tempfile.TemporaryDirectory() as tmp, running(fake_backend(behaviour)) as backend:
         env = {"BACKEND_URL": backend.url}
-        with server_process("frontend", "/_stcore/health", env, Path(tmp) / "frontend.log") as url:
-            pid = _frontend_pid(url)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"]
-                )
-                page = browser.new_page()
-                page.set_default_timeout(120_000)
-                page.goto(url)
-                page.get_by_text("Ready", exact=True).wait_for()
-                page.wait_for_timeout(2000)
-                before = _memory(pid)
-                started = time.perf_counter()
-                page.locator("input[type=file]").first.set_input_files(str(CAT))
-                page.get_by_text("Most likely:").or_(page.get_by_text("too large")).first.wait_for()
-                seconds = time.perf_counter() - started
-                page.wait_for_timeout(2000)
-                after = _memory(pid)
-                shown = page.locator("[data-testid=stMain]").inner_text()[-300:]
-                browser.close()
+        with (
+            server_popen("frontend", "/_stcore/health", env, Path(tmp) / "frontend.log") as (url, process),
+            chromium() as browser,
+        ):
+            pid = process.pid  # python -m frontend execs Streamlit: the server's own process
+            page = browser.new_page()
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.get_by_text("Ready", exact=True).wait_for()
+            page.wait_for_timeout(2000)
+            before = _memory(pid)
+            started = time.perf_counter()
+            page.locator("input[type=file]").first.set_input_files(str(CAT))
+            page.get_by_text("Most likely:").or_(page.get_by_text("too large")).first.wait_for()
+            seconds = time.perf_counter() - started
+            page.wait_for_timeout(2000)
+            after = _memory(pid)
+            shown = page.locator("[data-testid=stMain]").inner_text()[-300:]
     print(f"frontend process (pid {pid}) before the upload: {before}")
     print(f"after the 10 MB answer ({seconds:.1f} s to show it): {after}")
     print(f"page ends with: {shown!r}")
-
-
-def _frontend_pid(url: str) -> int:
-    """The PID listening on ``url``'s port (the frontend execs Streamlit in its own process)."""
-    port = int(url.rsplit(":", 1)[1])
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "0A":  # LISTEN
-                inodes.add(parts[9])
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for fd in (proc / "fd").iterdir():
-                if fd.readlink().name.removeprefix("socket:[").removesuffix("]") in inodes:
-                    return int(proc.name)
-        except OSError:
-            continue
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def main() -> None:

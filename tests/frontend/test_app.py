@@ -19,6 +19,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from frontend import backend_client
 from frontend.previews import PREVIEW_TIMEOUT_S
 from tests.frontend import hostile_files
 from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, CloudRunState, FakeServer, Reply, fake_backend, running
@@ -71,6 +72,20 @@ def chart_labels(at: AppTest) -> list[list[str]]:
     return [[row["label"] for row in rows] for rows in chart_rows(at)]
 
 
+def backend_news(at: AppTest) -> list[str]:
+    """The neutral messages about the backend (a start), without the page's own hints."""
+    return [text for text in texts(at.main.info) if text.startswith("**The backend")]
+
+
+def uploader(at: AppTest) -> Any:
+    """The upload widget: its key is the session's (frontend.app.session_key)."""
+    return at.file_uploader(key=f"uploads-{at.session_state['session_generation']}")
+
+
+def camera(at: AppTest) -> Any:
+    return at.camera_input(key=f"camera-{at.session_state['session_generation']}")
+
+
 def pick_samples(at: AppTest, *keys: str) -> AppTest:
     at.pills(key="samples").set_value(list(keys))
     return run(at)
@@ -113,7 +128,7 @@ def test_sample_photos_show_classes_probabilities_and_timing(page: AppTest, live
 def test_uploads_with_a_bad_file_among_them(page: AppTest, live_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKEND_URL", live_backend)
     run(page)
-    page.file_uploader(key="uploads").set_value(
+    uploader(page).set_value(
         [
             ("chelsea.png", CAT.read_bytes(), "image/png"),
             ("notes.jpg", b"these are meeting notes, not a photo", "image/jpeg"),
@@ -153,7 +168,7 @@ def test_camera_photo_behind_a_toggle(page: AppTest, live_backend: str, monkeypa
 
     page.toggle(key="use_camera").set_value(True)
     run(page)
-    page.camera_input(key="camera").set_value(("shot.jpg", jpeg_bytes(CAT, (640, 480)), "image/jpeg"))
+    camera(page).set_value(("shot.jpg", jpeg_bytes(CAT, (640, 480)), "image/jpeg"))
     run(page)
 
     lines = most_likely(page)
@@ -165,21 +180,50 @@ def test_camera_photo_behind_a_toggle(page: AppTest, live_backend: str, monkeypa
 
 
 def test_unreachable_backend(page: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_client, "STARTING_GRACE_S", 0.0)  # long past starting
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("BACKEND_URL", url)
     run(page)
-    assert texts(page.sidebar.error)[0].startswith(f"**Not answering**  \nThe backend at {url} is not answering.")
+    assert texts(page.sidebar.error) == ["Not answering"]  # the headline; the page says the rest, once
+    assert texts(page.main.error) == [
+        f"**The backend at {url} is not answering.** It may be starting, redeploying or down. Retry in a moment; "
+        "if it persists, check that the backend runs and that its address is right."
+    ]
 
     pick_samples(page, "cat", "coffee")
 
     assert texts(page.main.error)[0].startswith(f"**The backend at {url} is not answering.** It may be starting")
-    assert len(page.main.error) == 1  # said once, not once per image
+    assert len(page.main.error) == 1  # said once: not again for the images, nor once per image
     assert texts(page.main.warning) == [
         "cat.jpg was not classified: see the message above.",
         "coffee.jpg was not classified: see the message above.",
     ]
-    assert "Retry" in [b.label for b in page.button]
+    assert [b.label for b in page.button].count("Retry") == 1
     assert most_likely(page) == []
+
+
+def test_a_backend_that_has_not_started_yet(page: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens yet and the frontend only just began (``make run``, a container starting): a neutral
+    "starting", not an error; once it listens, Retry shows the result."""
+    port = free_port()
+    monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")
+    run(page)
+    assert texts(page.sidebar.info) == ["The backend is starting"]
+    assert not page.sidebar.error
+    (message,) = backend_news(page)
+    assert message.startswith(f"**The backend is starting.** Nothing accepts connections at http://127.0.0.1:{port}")
+
+    pick_samples(page, "cat")
+    assert not page.main.error
+    assert backend_news(page) == [message]  # said once
+    assert texts(page.main.warning) == ["cat.jpg was not classified: see the message above."]
+
+    with running(fake_backend(BackendBehaviour(), port=port)):
+        page.button(key="retry").click()
+        run(page)
+        assert texts(page.sidebar.success) == ["Ready"]
+        assert most_likely(page) == ["Most likely: tabby (62%)"]
+        assert backend_news(page) == []
 
 
 def test_backend_not_ready_yet(
@@ -191,13 +235,17 @@ def test_backend_not_ready_yet(
     behaviour.predict_headers = {"Retry-After": "5"}
     monkeypatch.setenv("BACKEND_URL", backend.url)
     run(page)
-    assert texts(page.sidebar.error) == ["**Loading the model**"]
+    assert texts(page.sidebar.info) == ["The backend is starting"]  # neutral: a start is no error
+    assert backend_news(page) == [
+        "**The backend is starting.** It is loading its model. The page asks again each time it runs: click Retry "
+        "in a few seconds."
+    ]
 
     pick_samples(page, "cat")
 
-    assert texts(page.main.error) == [
-        "**The backend is not ready yet. Retry in 5 s.** The model is still loading. Retry in a few seconds."
-    ]
+    assert not page.main.error
+    assert len(backend_news(page)) == 1  # the images' 503 model_loading is the same news: not said again
+    assert texts(page.main.warning) == ["cat.jpg was not classified: see the message above."]
     # Once it is ready, a retry shows the result: no restart, no re-upload.
     behaviour.ready = True
     behaviour.predict_status = 200
@@ -242,15 +290,39 @@ def test_private_backend_refusing_the_frontend(
     assert "<html>" not in error
 
 
+def test_a_backend_refusing_every_request_is_not_ready(
+    page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/ready is open, /model and /predict are not: the sidebar must not say "Ready"."""
+    behaviour.refusal = Reply(403, {"detail": "This identity may not call the service.", "code": "forbidden_identity"})
+    monkeypatch.setenv("BACKEND_URL", backend.url)
+    run(page)
+
+    assert not page.sidebar.success
+    assert texts(page.sidebar.error) == ["Refusing the frontend's requests"]
+    (error,) = texts(page.main.error)
+    assert error.startswith(
+        f"**The backend at {backend.url} refused the request (403).** This identity may not call the service. "
+        "The backend does not accept the frontend's service account."
+    )
+    assert "roles/run.invoker" in error
+    assert "BACKEND_AUDIENCE" not in error  # the backend said who was refused, not which audience
+
+    pick_samples(page, "cat")
+    assert len(page.main.error) == 1  # the image's 403 is the same refusal: said once
+    assert texts(page.main.warning) == ["cat.jpg was not classified: see the message above."]
+
+
 def test_without_configuration_the_page_says_how_to_configure(page: AppTest) -> None:
     run(page)  # no BACKEND_URL, and no Google credentials to look the backend up with
 
-    (advice,) = texts(page.main.warning)
-    assert advice.startswith("The backend could not be found. No backend configured. Set BACKEND_URL")
-    assert texts(page.sidebar.error)[0].startswith("**Not configured**")
+    (advice,) = texts(page.main.error)
+    assert advice.startswith("**The backend could not be found.** No backend configured. Set BACKEND_URL")
+    assert texts(page.sidebar.error) == ["Not configured"]
 
     pick_samples(page, "cat")
-    assert texts(page.main.error)[0].startswith("**The backend could not be found.** No backend configured.")
+    (again,) = texts(page.main.error)  # said once, not again for the image
+    assert again == advice
 
 
 def test_invalid_configuration_is_a_message(page: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,7 +371,7 @@ def test_missing_cloud_run_service_is_explained(
 
     run(page)
 
-    (advice,) = texts(page.main.warning)
+    (advice,) = texts(page.main.error)
     assert "Cloud Run service 'classifier-backend' (project demo-project, region europe-west1) does not exist" in (
         advice
     )
@@ -373,7 +445,7 @@ def test_hostile_labels_model_and_details_are_shown_literally(
     monkeypatch.setenv("MAX_FILES", str(len(hostile) + 1))
     run(page)
     uploads = [(f"{i}.png", jpeg_bytes(CAT, (64, 43)), "image/png") for i in range(len(hostile))]
-    page.file_uploader(key="uploads").set_value([*uploads, (bad_name, b"not an image", "image/jpeg")])
+    uploader(page).set_value([*uploads, (bad_name, b"not an image", "image/jpeg")])
     run(page)
 
     assert most_likely(page) == [f"Most likely: {as_shown(text)} (62%)" for text in hostile]
@@ -391,7 +463,8 @@ def test_a_hostile_status_is_shown_literally(
 
     run(page)
 
-    assert texts(page.sidebar.error) == [f"**Not ready (![s]({PIXEL}/s.png))**  \n[why]({PIXEL}/why)"]
+    assert texts(page.sidebar.error) == [f"Not ready (![s]({PIXEL}/s.png))"]
+    assert texts(page.main.error) == [f"**The backend is not ready (![s]({PIXEL}/s.png)).** [why]({PIXEL}/why)"]
     assert_all_literal(page)
 
 
@@ -408,7 +481,7 @@ def test_hostile_uploads_get_no_preview_and_still_their_result(
     behaviour.reject = {"drawing.jpg"}
     monkeypatch.setenv("BACKEND_URL", backend.url)
     run(page)
-    page.file_uploader(key="uploads").set_value([(name, data, "image/png") for name, data in files.items()])
+    uploader(page).set_value([(name, data, "image/png") for name, data in files.items()])
 
     started = time.perf_counter()
     run(page)
@@ -428,9 +501,7 @@ def test_more_images_than_max_files(
     monkeypatch.setenv("BACKEND_URL", backend.url)
     monkeypatch.setenv("MAX_FILES", "2")
     run(page)
-    page.file_uploader(key="uploads").set_value(
-        [(f"{i}.jpg", jpeg_bytes(CAT, (64 + i, 43)), "image/jpeg") for i in range(3)]
-    )
+    uploader(page).set_value([(f"{i}.jpg", jpeg_bytes(CAT, (64 + i, 43)), "image/jpeg") for i in range(3)])
     pick_samples(page, "coffee")
 
     assert texts(page.main.warning) == [
@@ -449,7 +520,7 @@ def test_an_image_over_the_backends_limit(
     run(page)
     big = jpeg_bytes(CAT, (1200, 800), quality=95)
     assert len(big) > 50_000
-    page.file_uploader(key="uploads").set_value([("big.jpg", big, "image/jpeg")])
+    uploader(page).set_value([("big.jpg", big, "image/jpeg")])
     pick_samples(page, "cat")
 
     assert texts(page.main.error) == [

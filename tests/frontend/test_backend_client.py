@@ -13,10 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from frontend import backend_client
 from frontend.backend_client import Backend, BackendError, ImageInput, ImageResult
 from frontend.config import FrontendSettings
 from frontend.logs import configure_logging
-from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, prediction, running
+from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, prediction, running
 from tests.support import free_port
 
 IMAGE = ImageInput("cat.jpg", b"\xff\xd8\xff fake jpeg", "image/jpeg")
@@ -48,17 +49,27 @@ def test_a_prediction_is_parsed(backend: FakeServer) -> None:
     assert b'name="file"; filename="cat.jpg"' in sent.body
 
 
-def test_not_ready_is_reported_with_retry_after(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+def test_a_loading_model_is_a_start_with_retry_after(backend: FakeServer, behaviour: BackendBehaviour) -> None:
     behaviour.predict_status = 503
     behaviour.predict_error = {"detail": "The model is loading. Retry in a few seconds.", "code": "model_loading"}
     behaviour.predict_headers = {"Retry-After": "5"}
 
     error = failure(client(backend))
 
-    assert error.kind == "not_ready"
-    assert error.title == "The backend is not ready yet. Retry in 5 s."
+    assert error.kind == "starting"  # a cold start: the page shows it as neutral, not as an error
+    assert error.title == "The backend is starting. Retry in 5 s."
     assert error.detail == "The model is loading. Retry in a few seconds."
     assert not error.affects_one_image
+
+
+def test_not_ready_is_reported_with_retry_after(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    behaviour.predict_status = 503
+    behaviour.predict_error = {"detail": "The server is shutting down.", "code": "model_stopping"}
+    behaviour.predict_headers = {"Retry-After": "5"}
+
+    error = failure(client(backend))
+
+    assert (error.kind, error.title) == ("not_ready", "The backend is not ready yet. Retry in 5 s.")
 
 
 def test_overloaded_is_reported_as_busy(backend: FakeServer, behaviour: BackendBehaviour) -> None:
@@ -125,14 +136,28 @@ def test_a_slow_backend_hits_the_timeout(backend: FakeServer, behaviour: Backend
     assert "BACKEND_TIMEOUT_S" in error.detail
 
 
-def test_nothing_listening_is_unreachable() -> None:
+def test_nothing_listening_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"http://127.0.0.1:{free_port()}"
+    backend = client(url)
 
-    error = failure(client(url))
+    first = failure(backend)
+    assert first.kind == "starting"  # never answered, and the frontend only just began: it may be starting
+    assert first.title == "The backend is starting."
+    assert first.detail.startswith(f"Nothing accepts connections at {url} yet.")
 
+    monkeypatch.setattr(backend_client, "STARTING_GRACE_S", 0.0)  # ... but not for ever
+    error = failure(backend)
     assert error.kind == "unreachable"
     assert error.title == f"The backend at {url} is not answering."
     assert "Retry" in error.detail
+
+
+def test_a_backend_that_answered_and_now_refuses_is_unreachable_at_once() -> None:
+    with running(fake_backend(BackendBehaviour())) as server:
+        backend = client(server)
+        assert backend.status().ready
+    assert backend.status().state == "unreachable"
+    assert failure(backend).kind == "unreachable"
 
 
 def test_images_are_sent_concurrently_and_answered_in_order(backend: FakeServer, behaviour: BackendBehaviour) -> None:
@@ -170,24 +195,78 @@ def test_status_while_loading(backend: FakeServer, behaviour: BackendBehaviour) 
 
     status = client(backend).status()
 
-    assert (status.ready, status.state, status.model) == (False, "loading", None)
+    assert (status.ready, status.starting, status.state, status.model) == (False, True, "starting", None)
+    assert status.problem is not None
+    assert (status.problem.title, status.problem.detail) == (
+        "The backend is starting.",
+        "It is loading its model. The page asks again each time it runs: click Retry in a few seconds.",
+    )
 
 
-def test_status_when_unreachable() -> None:
-    status = client(f"http://127.0.0.1:{free_port()}").status()
+def test_status_when_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    backend = client(url)
+    assert backend.status().state == "starting"  # connection refused, before it ever answered
+
+    monkeypatch.setattr(backend_client, "STARTING_GRACE_S", 0.0)
+    status = backend.status()
 
     assert status.state == "unreachable"
     assert "not answering" in status.detail
 
 
-def test_status_when_too_slow(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+def test_status_when_too_slow_is_a_cold_start(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    """Cloud Run holds a request to a backend scaled to zero until an instance has started: longer than
+    STATUS_TIMEOUT_S is a start, not an error (the next page run asks again)."""
     behaviour.ready_delay_s = 5.0
 
     status = client(backend, status_timeout_s=0.3).status()
 
-    assert status.state == "timeout"
-    assert status.detail.startswith("The backend did not answer within 0.3 s.")
-    assert "STATUS_TIMEOUT_S" in status.detail
+    assert (status.state, status.starting) == ("starting", True)
+    assert status.detail.startswith("The backend is starting. It did not answer within 0.3 s (STATUS_TIMEOUT_S)")
+    assert "--min-instances=1" in status.detail
+    behaviour.ready_delay_s = 0
+    assert client(backend, status_timeout_s=0.3).status().ready
+
+
+@pytest.mark.parametrize(
+    ("status_code", "code", "says", "remedy"),
+    [
+        (401, "missing_token", "The frontend sent no identity token", "Set BACKEND_AUTH=id_token"),
+        (401, "wrong_audience", "the backend expects another audience", "Set BACKEND_AUDIENCE"),
+        (401, "wrong_issuer", "not issued by Google", "GOOGLE_APPLICATION_CREDENTIALS"),
+        (403, "forbidden_identity", "The backend does not accept the frontend's service account.", "roles/run.invoker"),
+        (403, None, "", "roles/run.invoker"),  # Cloud Run's own refusal names no cause: the likeliest remedy
+    ],
+)
+def test_status_is_not_ready_when_the_backend_refuses_the_frontend(
+    backend: FakeServer, behaviour: BackendBehaviour, status_code: int, code: str | None, says: str, remedy: str
+) -> None:
+    """/ready needs no token, /model and /predict do: a backend refusing the frontend is not "Ready"."""
+    body = {"detail": "Refused by the backend's token check.", **({"code": code} if code else {})}
+    behaviour.refusal = Reply(status_code, body)
+
+    status = client(backend).status()
+
+    assert not status.ready
+    assert status.state == "unauthorized"
+    assert status.problem is not None
+    assert status.problem.title == f"The backend at {backend.url} refused the request ({status_code})."
+    assert status.problem.detail.startswith("Refused by the backend's token check. ")
+    assert says in status.problem.detail
+    assert remedy in status.problem.detail
+    assert backend.paths("GET") == ["/ready", "/model"]
+    behaviour.refusal = None
+    assert client(backend).status().ready
+
+
+def test_the_model_is_asked_at_every_status_check(backend: FakeServer, behaviour: BackendBehaviour) -> None:
+    """A refusal that starts later (a role revoked) is seen by the next status check, not hidden by a cache."""
+    checked = client(backend)
+    assert checked.status().ready
+    behaviour.refusal = Reply(403, {"detail": "This identity may not call the service.", "code": "forbidden_identity"})
+    assert checked.status().state == "unauthorized"
+    assert checked.max_image_bytes() == MODEL_INFO["max_image_bytes"]  # what /model said is still known
 
 
 def test_status_when_not_configured() -> None:
@@ -346,7 +425,7 @@ def test_headers_that_trickle_in_are_cut_at_the_timeout(trickling_headers: str) 
 
     assert error.kind == "timeout"
     assert 0.9 < seconds < 2.0
-    assert status.state == "timeout"
+    assert status.state == "starting"  # no answer within STATUS_TIMEOUT_S: taken for a cold start
 
 
 def test_deeply_nested_json_is_not_a_crash(backend: FakeServer, behaviour: BackendBehaviour) -> None:
@@ -420,7 +499,7 @@ def test_an_odd_retry_after_is_not_repeated(backend: FakeServer, behaviour: Back
 
     error = failure(client(backend))
 
-    assert error.title == "The backend is not ready yet. Retry in a few seconds."
+    assert error.title == "The backend is starting. Retry in a few seconds."
 
 
 def test_an_image_over_the_backends_limit_is_not_sent(backend: FakeServer, behaviour: BackendBehaviour) -> None:

@@ -11,18 +11,8 @@ import pytest
 
 from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, running
 from tests.frontend.hostile_text import WORD_JOINER, as_shown, hostile_texts
-from tests.support import CAT, CAT_CLASSES, ROOT, frontend_server, jpeg_bytes, need, server_process
+from tests.support import CAT, CAT_CLASSES, ROOT, chromium, free_port, frontend_server, jpeg_bytes, server_process
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = ROOT / "artifacts"
 SCREENSHOT = ARTIFACTS / "frontend-e2e.png"
 PERCENT = re.compile(r"\(\d+(\.\d)?%\)")
@@ -40,44 +30,65 @@ def frontend(live_backend: str, tmp_path: Path) -> Iterator[str]:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_upload_a_photo_in_chromium(frontend: str) -> None:
-    need(CHROMIUM.exists(), "Chromium is not installed: apt-get install -y chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install playwright; no browser download)")
-        raise
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(frontend, wait_until="domcontentloaded")
+        page.get_by_text("Ready", exact=True).wait_for()  # the sidebar found the backend ready
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(frontend, wait_until="domcontentloaded")
-            page.get_by_text("Ready", exact=True).wait_for()  # the sidebar found the backend ready
+        page.locator("input[type=file]").first.set_input_files(str(CAT))  # scikit-image's chelsea.png
+        verdict = page.get_by_text("Most likely:").first
+        verdict.wait_for()
+        text = verdict.inner_text()
+        assert any(f"Most likely: {name} (" in text for name in CAT_CLASSES), text
+        assert PERCENT.search(text), text
+        page.locator(".vega-embed").first.wait_for()  # the top-k chart is drawn
+        page.get_by_text("round trip").first.wait_for()  # the timing caption
 
-            page.locator("input[type=file]").first.set_input_files(str(CAT))  # scikit-image's chelsea.png
-            verdict = page.get_by_text("Most likely:").first
-            verdict.wait_for()
-            text = verdict.inner_text()
-            assert any(f"Most likely: {name} (" in text for name in CAT_CLASSES), text
-            assert PERCENT.search(text), text
-            page.locator(".vega-embed").first.wait_for()  # the top-k chart is drawn
-            page.get_by_text("round trip").first.wait_for()  # the timing caption
+        # A sample photo with one click, classified beside the upload.
+        page.get_by_role("button", name="Coffee").click()
+        page.get_by_text("Most likely:").nth(1).wait_for()
+        second = page.get_by_text("Most likely:").nth(1).inner_text()
+        assert any(f"Most likely: {name} (" in second for name in COFFEE_CLASSES), second
+        page.locator(".vega-embed").nth(1).wait_for()  # charts render a moment after the text
+        assert page.locator(".vega-embed").count() == 2
+        assert not page.get_by_text("Traceback").count()
 
-            # A sample photo with one click, classified beside the upload.
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_session_landing_on_another_instance_asks_for_the_uploads_again(live_backend: str, tmp_path: Path) -> None:
+    """Cloud Run's session affinity is best effort: the page's websocket may reconnect to another instance,
+    which has a new session and none of the uploaded bytes. Here the first frontend stops and a second one
+    starts on the same address; the page must not list files it will never classify."""
+    port = free_port()
+    with chromium() as browser:
+        from playwright.sync_api import expect
+
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        uploader = page.get_by_test_id("stFileUploader")
+        with frontend_server(live_backend, tmp_path / "first.log", port) as url:
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("Ready", exact=True).wait_for()
+            page.locator("input[type=file]").first.set_input_files(str(CAT))
             page.get_by_role("button", name="Coffee").click()
             page.get_by_text("Most likely:").nth(1).wait_for()
-            second = page.get_by_text("Most likely:").nth(1).inner_text()
-            assert any(f"Most likely: {name} (" in second for name in COFFEE_CLASSES), second
-            page.locator(".vega-embed").nth(1).wait_for()  # charts render a moment after the text
-            assert page.locator(".vega-embed").count() == 2
+            assert "chelsea.png" in uploader.inner_text()
+        with frontend_server(live_backend, tmp_path / "second.log", port):
+            # The page reconnects by itself and runs again in a new session: no file is listed that this
+            # instance lacks, and the sample photo (no upload) is classified again.
+            expect(uploader).not_to_contain_text("chelsea.png", timeout=TIMEOUT_MS)
+            expect(page.get_by_text("Most likely:")).to_have_count(1, timeout=TIMEOUT_MS)
+            expect(page.get_by_text("Upload images, take a photo")).to_have_count(0)
+            page.locator("input[type=file]").first.set_input_files(str(CAT))  # uploading again works
+            page.get_by_text("Most likely:").nth(1).wait_for()
+            assert "chelsea.png" in uploader.inner_text()
             assert not page.get_by_text("Traceback").count()
-
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
 
 
 @pytest.fixture
@@ -94,13 +105,6 @@ def test_a_hostile_backend_in_chromium(pixel: FakeServer, tmp_path: Path) -> Non
     LaTeX and Streamlit's own extensions, with images and links pointing at ``pixel``. The page shows
     each as the characters it is made of, and the browser never calls ``pixel``. A file over
     MAX_UPLOAD_MB is refused by Streamlit's upload widget, with a message."""
-    need(CHROMIUM.exists(), "Chromium is not installed: apt-get install -y chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install playwright; no browser download)")
-        raise
-
     hostile = hostile_texts(pixel.url)
     behaviour = BackendBehaviour(labels={f"{i}.jpg": text for i, text in enumerate(hostile)})
     behaviour.model_info = {**MODEL_INFO, "name": f"![model]({pixel.url}/model.png) :material_home:"}
@@ -120,42 +124,38 @@ def test_a_hostile_backend_in_chromium(pixel: FakeServer, tmp_path: Path) -> Non
         server_process(
             "frontend", "/_stcore/health", {"BACKEND_URL": backend.url, **env}, tmp_path / "fe.log", 60
         ) as frontend,
-        sync_playwright() as playwright,
+        chromium() as browser,
     ):
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(frontend, wait_until="domcontentloaded")
-            page.get_by_text("Ready", exact=True).wait_for()
-            page.locator("input[type=file]").first.set_input_files(uploads)  # type: ignore[arg-type]
-            verdicts = page.get_by_text("Most likely:")
-            verdicts.nth(len(hostile) - 1).wait_for()
-            page.locator(".vega-embed").nth(len(hostile) - 1).wait_for()
-            page.get_by_text("File must be 1.0MB or smaller.").wait_for()  # Streamlit's own message
-            # The chart's tooltip shows the label too: hover the top bar of the first chart.
-            chart = page.locator(".vega-embed").first.bounding_box()
-            assert chart is not None
-            page.mouse.move(chart["x"] + chart["width"] * 0.4, chart["y"] + 12)
-            page.wait_for_timeout(2000)  # time for any image, font or link prefetch to be requested
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(frontend, wait_until="domcontentloaded")
+        page.get_by_text("Ready", exact=True).wait_for()
+        page.locator("input[type=file]").first.set_input_files(uploads)  # type: ignore[arg-type]
+        verdicts = page.get_by_text("Most likely:")
+        verdicts.nth(len(hostile) - 1).wait_for()
+        page.locator(".vega-embed").nth(len(hostile) - 1).wait_for()
+        page.get_by_text("File must be 1.0MB or smaller.").wait_for()  # Streamlit's own message
+        # The chart's tooltip shows the label too: hover the top bar of the first chart.
+        chart = page.locator(".vega-embed").first.bounding_box()
+        assert chart is not None
+        page.mouse.move(chart["x"] + chart["width"] * 0.4, chart["y"] + 12)
+        page.wait_for_timeout(2000)  # time for any image, font or link prefetch to be requested
 
-            shown = [text.replace(WORD_JOINER, "") for text in verdicts.all_inner_texts()]
-            assert shown == [f"Most likely: {as_shown(text)} (62%)" for text in hostile]
-            sidebar = page.locator("[data-testid=stSidebar]").inner_text().replace(WORD_JOINER, "")
-            assert f"Model ![model]({pixel.url}/model.png) :material_home:" in sidebar
-            main = page.locator("[data-testid=stMain]").inner_text().replace(WORD_JOINER, "")
-            assert f"{as_shown(bad_name)}: {as_shown(behaviour.reject_detail)}" in main
-            outside = page.evaluate(
-                """(pixel) => [...document.querySelectorAll('img[src], a[href], [style*="url("]')]
-                    .map(e => e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('style'))
-                    .filter(v => v.includes(pixel))""",
-                pixel.url,
-            )
-            assert outside == []
-            assert not page.get_by_text("Traceback").count()
-            assert len(backend.paths("POST")) == len(hostile) + 1  # big.jpg never reached the backend
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "frontend-hostile.png"), full_page=True)
-        finally:
-            browser.close()
+        shown = [text.replace(WORD_JOINER, "") for text in verdicts.all_inner_texts()]
+        assert shown == [f"Most likely: {as_shown(text)} (62%)" for text in hostile]
+        sidebar = page.locator("[data-testid=stSidebar]").inner_text().replace(WORD_JOINER, "")
+        assert f"Model ![model]({pixel.url}/model.png) :material_home:" in sidebar
+        main = page.locator("[data-testid=stMain]").inner_text().replace(WORD_JOINER, "")
+        assert f"{as_shown(bad_name)}: {as_shown(behaviour.reject_detail)}" in main
+        outside = page.evaluate(
+            """(pixel) => [...document.querySelectorAll('img[src], a[href], [style*="url("]')]
+                .map(e => e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('style'))
+                .filter(v => v.includes(pixel))""",
+            pixel.url,
+        )
+        assert outside == []
+        assert not page.get_by_text("Traceback").count()
+        assert len(backend.paths("POST")) == len(hostile) + 1  # big.jpg never reached the backend
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "frontend-hostile.png"), full_page=True)
     assert pixel.requests == []  # nothing on the page made the browser fetch the attacker's URL

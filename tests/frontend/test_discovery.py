@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -9,17 +10,21 @@ from google.auth.credentials import AnonymousCredentials
 
 from frontend.backend_client import Backend, BackendError, ImageInput
 from frontend.config import FrontendSettings
-from frontend.discovery import BackendLocator, DiscoveryError
+from frontend.discovery import METADATA_TIMEOUT_S, BackendLocator, DiscoveryError, MetadataServer
+from tests.cloudrun.metadata import MetadataState, point_google_auth_at
+from tests.cloudrun.metadata import metadata_server as metadata_server_for
 from tests.frontend.fakes import (
     BackendBehaviour,
     CloudRunState,
     FakeServer,
     Reply,
-    Request,
     fake_backend,
     running,
 )
+from tests.security.tokens import SigningKey
 from tests.support import free_port
+
+SIGNING_KEY = SigningKey.generate("discovery-tests")
 
 PROJECT = "demo-project"
 REGION = "europe-west1"
@@ -138,26 +143,30 @@ def test_backend_url_wins_over_the_lookup(cloud_run_api: FakeServer, cloud_run_s
 
 
 @pytest.fixture
-def metadata_server() -> Iterator[FakeServer]:
-    """The metadata server's one answer the frontend asks for: the region of this Cloud Run instance."""
+def metadata_state() -> MetadataState:
+    return MetadataState(key=SIGNING_KEY, region="us-east4")
 
-    def handle(request: Request) -> Reply:
-        if request.path == "/computeMetadata/v1/instance/region" and request.headers.get("Metadata-Flavor") == "Google":
-            return Reply(200, b"projects/123456789012/regions/us-east4")
-        return Reply(403, b"Missing Metadata-Flavor:Google header.")
 
-    with running(FakeServer(handle)) as server:
+@pytest.fixture
+def metadata_server(metadata_state: MetadataState) -> Iterator[FakeServer]:
+    """A Cloud Run instance's metadata server (tests/cloudrun's stand-in)."""
+    with running(metadata_server_for(metadata_state)) as server:
         yield server
 
 
+@pytest.fixture
+def on_cloud_run(monkeypatch: pytest.MonkeyPatch, metadata_server: FakeServer) -> FakeServer:
+    """K_SERVICE set, as Cloud Run does in every container, and google-auth sent to the metadata server."""
+    monkeypatch.setenv("K_SERVICE", "classifier-frontend")
+    point_google_auth_at(monkeypatch, metadata_server)
+    return metadata_server
+
+
 def test_on_cloud_run_the_region_defaults_to_its_own(
-    monkeypatch: pytest.MonkeyPatch,
-    metadata_server: FakeServer,
+    on_cloud_run: FakeServer,
     cloud_run_api: FakeServer,
     cloud_run_state: CloudRunState,
 ) -> None:
-    monkeypatch.setenv("K_SERVICE", "classifier-frontend")  # what Cloud Run sets in every container
-    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{metadata_server.port}")
     cloud_run_state.services["classifier-backend"] = "https://classifier-backend-abc-uk.a.run.app"
 
     location = locator_for(cloud_run_api, region=None).locate()
@@ -240,3 +249,132 @@ def test_a_failed_lookup_is_reused_for_a_while_then_redone(
         cloud_run_state.services["classifier-backend"] = deployed.url
         assert eager.status().ready
         assert len(cloud_run_api.requests) == 3
+
+
+# --- on Cloud Run: everything the frontend knows about itself comes from the metadata server
+
+
+def test_on_cloud_run_project_region_and_credentials_come_from_the_metadata_server(
+    on_cloud_run: FakeServer,
+    metadata_state: MetadataState,
+    cloud_run_api: FakeServer,
+    cloud_run_state: CloudRunState,
+) -> None:
+    """No GOOGLE_CLOUD_PROJECT, no region, no credentials given: the lookup asks the metadata server for
+    them, and the Admin API gets one of its access tokens, as Google's does (http:// endpoint or not)."""
+    cloud_run_state.services["classifier-backend"] = "https://classifier-backend-abc-uk.a.run.app"
+    cloud_run_state.access_tokens = metadata_state.access_tokens
+    settings = FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url)
+
+    location = BackendLocator(settings, metadata=MetadataServer()).locate()
+
+    assert location.url == "https://classifier-backend-abc-uk.a.run.app"
+    assert location.description == "Cloud Run service 'classifier-backend' (project example-project, region us-east4)"
+    (lookup,) = cloud_run_api.requests
+    assert lookup.path.startswith("/v2/projects/example-project/locations/us-east4/services/classifier-backend")
+    assert lookup.headers["authorization"].removeprefix("Bearer ") in metadata_state.access_tokens
+
+
+def test_on_cloud_run_permission_denied_names_the_role_the_service_and_the_account(
+    on_cloud_run: FakeServer, cloud_run_api: FakeServer, cloud_run_state: CloudRunState
+) -> None:
+    cloud_run_state.denied = True
+
+    error = discovery_error(BackendLocator(FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url)))
+
+    assert error.code == "permission_denied"
+    assert "Permission 'run.services.get' denied" in error.message
+    assert (
+        "Grant roles/run.viewer on the backend service to the frontend's service account "
+        "(classifier-frontend@example-project.iam.gserviceaccount.com): `gcloud run services add-iam-policy-binding "
+        "classifier-backend --region=us-east4 --member=serviceAccount:"
+        "classifier-frontend@example-project.iam.gserviceaccount.com --role=roles/run.viewer`"
+    ) in error.message
+
+
+def test_an_access_token_the_api_refuses_is_explained(
+    on_cloud_run: FakeServer, cloud_run_api: FakeServer, cloud_run_state: CloudRunState
+) -> None:
+    cloud_run_state.services["classifier-backend"] = "https://classifier-backend-abc-uk.a.run.app"
+    cloud_run_state.access_tokens = {"not-one-the-metadata-server-gave"}
+
+    error = discovery_error(BackendLocator(FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url)))
+
+    assert error.code == "unauthenticated"
+    assert "did not accept the frontend's credentials" in error.message
+
+
+def test_on_cloud_run_without_a_metadata_server_it_says_so_at_once(
+    on_cloud_run: FakeServer, cloud_run_api: FakeServer
+) -> None:
+    """Not "on Cloud Run both are automatic", and not after google-auth's retries: one clear message."""
+    on_cloud_run.stop()  # its port closed: connections refused
+    settings = FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url)
+
+    started = time.monotonic()
+    error = discovery_error(BackendLocator(settings, metadata=MetadataServer()))
+    seconds = time.monotonic() - started
+
+    assert seconds < 1.0
+    assert error.code == "metadata_unreachable"
+    assert f"asked it at http://127.0.0.1:{on_cloud_run.port} and the connection was refused" in error.message
+    for advice in ("K_SERVICE=classifier-frontend is set", "GCE_METADATA_HOST", "network", "set BACKEND_URL"):
+        assert advice in error.message
+    assert "both are automatic" not in error.message
+    assert cloud_run_api.requests == []
+
+
+def test_a_metadata_server_that_never_answers_costs_one_short_timeout(
+    monkeypatch: pytest.MonkeyPatch, cloud_run_api: FakeServer
+) -> None:
+    """Accepts connections, answers nothing (google-auth would wait 3 s three times, then more)."""
+    with running(FakeServer(lambda request: Reply(200, b"", delay_s=30))) as silent:
+        monkeypatch.setenv("K_SERVICE", "classifier-frontend")
+        monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{silent.port}")
+        metadata = MetadataServer()
+        locator = BackendLocator(FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url), metadata=metadata)
+
+        started = time.monotonic()
+        error = discovery_error(locator)
+        first = time.monotonic() - started
+        started = time.monotonic()
+        again = discovery_error(locator)  # within METADATA_FAILURE_REUSE_S: reported again, not asked again
+        second = time.monotonic() - started
+
+    assert METADATA_TIMEOUT_S - 0.1 < first < METADATA_TIMEOUT_S + 1.0
+    assert second < 0.1
+    assert (error.code, again.code) == ("metadata_unreachable", "metadata_unreachable")
+    assert f"had no answer within {METADATA_TIMEOUT_S:g} s" in error.message
+    assert len(silent.requests) == 1
+
+
+def test_something_else_at_gce_metadata_host_is_no_metadata_server(
+    monkeypatch: pytest.MonkeyPatch, backend: FakeServer, cloud_run_api: FakeServer
+) -> None:
+    monkeypatch.setenv("K_SERVICE", "classifier-frontend")
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{backend.port}")  # the backend, say: wrong address
+
+    error = discovery_error(BackendLocator(FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url)))
+
+    assert error.code == "metadata_unreachable"
+    assert "is not a metadata server (no Metadata-Flavor header)" in error.message
+
+
+def test_the_page_says_the_metadata_server_is_down_once(
+    on_cloud_run: FakeServer, cloud_run_api: FakeServer, cloud_run_state: CloudRunState
+) -> None:
+    """Through Backend, as the page uses it: the status and every image report the same, prompt error."""
+    cloud_run_state.services["classifier-backend"] = "https://classifier-backend-abc-uk.a.run.app"
+    on_cloud_run.stop()
+    backend = Backend(
+        FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url),
+        locator=BackendLocator(FrontendSettings(cloud_run_api_endpoint=cloud_run_api.url), metadata=MetadataServer()),
+    )
+
+    status = backend.status()
+    results = backend.predict_many([IMAGE, IMAGE], top_k=3)
+
+    assert status.state == "metadata"
+    assert status.problem is not None
+    assert status.problem.title == "The metadata server could not be reached."
+    assert all(isinstance(r, BackendError) and r.kind == "metadata" for r in results)
