@@ -7,7 +7,10 @@
 # Stages: `model` installs PyTorch (CPU wheels) and exports the chosen model to ONNX; `deps` builds the
 # serving virtualenv from requirements_backend.txt; the final stage copies both and the code. The final
 # image never sees torch, pip caches or the build context beyond backend/ and the requirements.
-ARG PYTHON_IMAGE=python:3.11-slim
+# The base of every stage, pinned by digest: a rebuild gets the same Python and Debian until someone
+# moves the pin (deploy/update-base-image.sh; docs/deploy.md). Override it to build from another
+# image, e.g. --build-arg PYTHON_IMAGE=python:3.11-slim (the tests' local stand-in does this).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
 
 # ---------------------------------------------------------------------------------------------------
 # model: the PyTorch toolchain, used once to fetch the weights and export ONNX (never shipped)

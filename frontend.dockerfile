@@ -4,7 +4,10 @@
 #   docker run --rm -p 8501:8080 -e BACKEND_URL=http://host.docker.internal:8080 classifier-frontend
 #
 # Stages: `deps` builds the virtualenv from requirements_frontend.txt; the final stage copies it and the code.
-ARG PYTHON_IMAGE=python:3.11-slim
+# The base of every stage, pinned by digest: a rebuild gets the same Python and Debian until someone
+# moves the pin (deploy/update-base-image.sh; docs/deploy.md). Override it to build from another
+# image, e.g. --build-arg PYTHON_IMAGE=python:3.11-slim (the tests' local stand-in does this).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
 
 # ---------------------------------------------------------------------------------------------------
 # deps: the frontend's virtualenv, requirements_frontend.txt only

@@ -1,14 +1,19 @@
-"""Reading cloudbuild.yaml the way Cloud Build does: steps, waitFor, and ``$VAR`` / ``${VAR}`` substitutions."""
+"""Reading cloudbuild.yaml the way Cloud Build does (steps, waitFor, ``$VAR`` / ``${VAR}`` substitutions);
+the gcloud command lines of the deploy docs; and the installed gcloud, run offline."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, free_port
 
 CLOUDBUILD = ROOT / "cloudbuild.yaml"
 # Cloud Build's own substitutions (https://cloud.google.com/build/docs/configuring-builds/substitute-variable-values)
@@ -126,3 +131,85 @@ def dependencies(by_id: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
             before |= closure[dep]
         closure[step_id] = before
     return closure
+
+
+# --- the deploy docs' shell blocks
+
+DOCS = (ROOT / "docs" / "deploy.md", ROOT / "README.md")
+SHELL_BLOCK = re.compile(r"```(?:bash|sh|shell)\n(.*?)```", re.DOTALL)
+ASSIGNMENT = re.compile(r"^(?:export )?[A-Z][A-Z0-9_]*=")
+
+
+def documented_commands() -> tuple[str, list[str]]:
+    """Variable assignments and gcloud command lines from the shell blocks of the deploy docs."""
+    assignments: list[str] = []
+    commands: list[str] = []
+    for doc in DOCS:
+        if not doc.is_file():
+            continue
+        for block in SHELL_BLOCK.findall(doc.read_text()):
+            for raw in block.replace("\\\n", " ").splitlines():
+                line = raw.strip()
+                if ASSIGNMENT.match(line):
+                    assignments.append(line)
+                elif line.startswith("gcloud ") and not line.startswith("gcloud auth login"):
+                    commands.append(line)
+    return "\n".join(dict.fromkeys(assignments)), list(dict.fromkeys(commands))
+
+
+def sample_preamble(preamble: str) -> str:
+    """The docs' own variables; those computed by a command (`git rev-parse`, ...) get a sample value."""
+    return "\n".join(
+        f"{line.split('=', 1)[0]}=example-value" if "$(" in line else line for line in preamble.splitlines()
+    )
+
+
+# --- the installed gcloud, offline
+
+NO_ACCOUNT = "You do not currently have an active account selected"
+
+
+def gcloud_environment(home: Path) -> dict[str, str]:
+    """An empty gcloud configuration under ``home`` that has no account and cannot reach any network."""
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens here: any request fails at once, locally
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "CLOUDSDK_CONFIG": str(home / "config"),
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "true",
+        "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
+        "GCE_METADATA_HOST": closed.removeprefix("http://"),
+        "GCE_METADATA_IP": closed.removeprefix("http://"),
+        "HTTPS_PROXY": closed,
+        "HTTP_PROXY": closed,
+        "https_proxy": closed,
+        "http_proxy": closed,
+        "NO_PROXY": "",
+        "no_proxy": "",
+    }
+
+
+def offline_gcloud(executable: str, home: Path) -> tuple[str, dict[str, str], Path]:
+    """(gcloud, its environment, a tiny source folder holding cloudbuild.yaml to run it in)."""
+    workdir = home / "source"  # `gcloud builds submit` runs here: a tiny source, never the repository
+    workdir.mkdir(exist_ok=True)
+    shutil.copy(CLOUDBUILD, workdir / "cloudbuild.yaml")
+    return executable, gcloud_environment(home), workdir
+
+
+def run_gcloud(gcloud: tuple[str, dict[str, str], Path], command: str, preamble: str = "") -> tuple[int, str]:
+    """Run one gcloud command line through bash (so docs' $VARIABLES expand, and `set -u` catches unset ones)."""
+    executable, env, workdir = gcloud
+    script = f'set -euo pipefail\n{preamble}\ngcloud() {{ {executable} "$@"; }}\n{command}\n'
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def rejected(results: Mapping[str, tuple[int, str]]) -> dict[str, str]:
+    """The commands gcloud refused: neither finished (local commands) nor stopped for want of an account."""
+    return {cmd: out for cmd, (code, out) in results.items() if code != 0 and NO_ACCOUNT not in out}

@@ -1,8 +1,9 @@
 """Building and running the project's images with podman: the Dockerfiles users build, for real.
 
-Only build arguments differ from a user's ``docker build``: this machine cannot reach the PyTorch CPU
-index, so the backend's toolchain stage takes torch from the local wheel folders instead (mounted
-read-only into the build). Every container started here is removed again, whatever happens.
+Only build arguments differ from a user's ``docker build``: every stage starts from the local
+``python:3.11-slim`` stand-in instead of the digest the Dockerfiles pin, and this machine cannot reach the
+PyTorch CPU index, so the backend's toolchain stage takes torch from the local wheel folders instead
+(mounted read-only into the build). Every container started here is removed again, whatever happens.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def build_image(podman: str, dockerfile: str, tag: str, log_path: Path) -> Image
         "--layers",
         f"--file={dockerfile}",
         f"--tag={tag}",
+        # the Dockerfiles pin python:3.11-slim by digest; this machine has a local stand-in of that tag
+        f"--build-arg=PYTHON_IMAGE={BASE_IMAGE}",
         *local_build_args(dockerfile),
         ".",
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import uuid
@@ -100,10 +101,17 @@ def parse(dockerfile: str) -> tuple[dict[str, str], list[Stage]]:
     return global_args, stages
 
 
+# python:3.11-slim's multi-platform index, as docker-library/repo-info recorded it (repos/python/remote/
+# 3.11-slim.md at commit 2477d553d2fdfa57b4ec11f63c8376eca8b7a253: Python 3.11.15 on Debian trixie, 5 Aug 2026).
+PINNED_BASE = re.compile(r"^python:3\.11-slim@sha256:[0-9a-f]{64}$")
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dockerfile_policy(dockerfile: str) -> None:
     global_args, stages = parse(dockerfile)
-    assert global_args == {"PYTHON_IMAGE": "python:3.11-slim"}
+    assert global_args.keys() == {"PYTHON_IMAGE"}
+    # pinned by digest (a rebuild gets the same base until someone moves the pin), the tag kept for readers
+    assert PINNED_BASE.match(global_args["PYTHON_IMAGE"]), global_args
     assert all(stage.base == "${PYTHON_IMAGE}" for stage in stages), "every stage starts from the same base"
     final = stages[-1]
     # runs as a numeric non-root user (Kubernetes' runAsNonRoot can only verify a number)
@@ -126,6 +134,45 @@ def test_dockerfile_policy(dockerfile: str) -> None:
     venv = next(i for i, args in enumerate(copies) if args.startswith("--from=deps /opt/venv"))
     code = next(i for i, args in enumerate(copies) if not args.startswith("--from="))
     assert venv < code, copies
+
+
+def test_both_images_start_from_the_same_pinned_base() -> None:
+    bases = {dockerfile: parse(dockerfile)[0]["PYTHON_IMAGE"] for dockerfile in DOCKERFILES}
+    assert len(set(bases.values())) == 1, bases
+
+
+def test_the_base_image_pin_can_be_moved_with_one_command(tmp_path: Path) -> None:
+    """deploy/update-base-image.sh, run for real on copies of the Dockerfiles, with a stand-in ``crane``."""
+    (tmp_path / "deploy").mkdir()
+    script = tmp_path / "deploy" / "update-base-image.sh"
+    shutil.copy(ROOT / "deploy" / "update-base-image.sh", script)
+    for dockerfile in DOCKERFILES:
+        shutil.copy(ROOT / dockerfile, tmp_path / dockerfile)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    new_digest = "sha256:" + "ab" * 32
+    crane = fake / "crane"
+    crane.write_text(f'#!/usr/bin/env bash\n[[ "$1 $2" == "digest python:3.11-slim" ]] && echo {new_digest}\n')
+    crane.chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin"}
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    for dockerfile in DOCKERFILES:
+        before = (ROOT / dockerfile).read_text().splitlines()
+        after = (tmp_path / dockerfile).read_text().splitlines()
+        changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+        assert changed == [
+            (
+                next(line for line in before if line.startswith("ARG PYTHON_IMAGE=")),
+                f"ARG PYTHON_IMAGE=python:3.11-slim@{new_digest}",
+            )
+        ]
+    # an answer that is not a digest changes nothing
+    crane.write_text("#!/usr/bin/env bash\necho 'UNAUTHORIZED: authentication required'\n")
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "is not a sha256 digest" in result.stderr
+    assert all(new_digest in (tmp_path / dockerfile).read_text() for dockerfile in DOCKERFILES)
 
 
 def test_backend_dockerfile_exports_the_model_in_a_stage_that_is_not_shipped() -> None:
