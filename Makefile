@@ -9,7 +9,7 @@ BACKEND_PORT ?= 8000
 FRONTEND_PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: run backend frontend test lint fmt typecheck bench prefetch clean
+.PHONY: run backend frontend cloud-run-local test lint fmt typecheck bench prefetch clean
 
 $(BIN)/.installed: requirements_backend.txt requirements_model.txt requirements_frontend.txt requirements_dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (or pass PYTHON=...)"; exit 1; }
@@ -37,6 +37,12 @@ backend: prefetch
 
 frontend: venv
 	BACKEND_URL=http://127.0.0.1:$(BACKEND_PORT) PORT=$(FRONTEND_PORT) $(BIN)/python -m frontend
+
+# Both images (podman) run as Cloud Run runs them, found and called through local stand-ins for the
+# metadata server, the Admin API and Google's certificates; prints the page's URL; Ctrl-C stops.
+# Broken on purpose: .venv/bin/python -m tests.cloudrun.box --scenario no-metadata-server (see --help)
+cloud-run-local: venv
+	$(BIN)/python -m tests.cloudrun.box
 
 lint: venv
 	$(BIN)/ruff check .
