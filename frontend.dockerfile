@@ -4,6 +4,8 @@
 #   docker run --rm -p 8501:8080 -e BACKEND_URL=http://host.docker.internal:8080 classifier-frontend
 #
 # Stages: `deps` builds the virtualenv from requirements_frontend.txt; the final stage copies it and the code.
+# requirements_frontend.txt is exported from uv.lock (`make requirements`) and installed hash-checked;
+# pip's download cache is a BuildKit cache mount, kept between builds and never in a layer.
 # The base of every stage, pinned by digest: a rebuild gets the same Python and Debian until someone
 # moves the pin (deploy/update-base-image.sh; docs/deploy.md). Override it to build from another
 # image, e.g. --build-arg PYTHON_IMAGE=python:3.11-slim (the tests' local stand-in does this).
@@ -15,14 +17,14 @@ FROM ${PYTHON_IMAGE} AS deps
 # Extra pip options, e.g. "--find-links /wheels" or "--extra-index-url URL".
 ARG PIP_EXTRA_ARGS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
 COPY requirements_frontend.txt ./
 # pip and setuptools are removed from the venv afterwards: the service never installs anything.
 # ${PIP_EXTRA_ARGS} is unquoted on purpose: it holds several options, split into words.
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir ${PIP_EXTRA_ARGS} -r requirements_frontend.txt \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --no-deps ${PIP_EXTRA_ARGS} -r requirements_frontend.txt \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 

@@ -51,8 +51,9 @@ def local_build_args(dockerfile: str) -> list[str]:
     return [
         f"--volume={LOCAL_TORCH_INDEX}:{LOCAL_TORCH_INDEX}:ro",
         f"--build-arg=TORCH_INDEX_URL=file://{LOCAL_TORCH_INDEX}/simple",
-        # torch's CUDA dependencies lie there too; everything else comes from PyPI as for anyone
-        f"--build-arg=PIP_EXTRA_ARGS=--find-links {LOCAL_TORCH_INDEX}/files",
+        # that torch is PyPI's CUDA build: its CUDA dependencies lie there too or come from PyPI (a CPU-only
+        # index serves torch's dependencies itself); everything else is hash-checked from the lock as for anyone
+        f"--build-arg=PIP_EXTRA_ARGS=--find-links {LOCAL_TORCH_INDEX}/files --extra-index-url https://pypi.org/simple",
     ]
 
 

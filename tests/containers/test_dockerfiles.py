@@ -127,8 +127,13 @@ def test_dockerfile_policy(dockerfile: str) -> None:
     for stage in stages:
         assert not stage.all("ADD"), "COPY, not ADD"
         for run in stage.all("RUN"):
-            for install in re.findall(r"pip install[^&;]*", run):
-                assert "--no-cache-dir" in install, install
+            installs = re.findall(r"pip install[^&;]*", run)
+            # pip's cache lives in a BuildKit cache mount, never in a layer
+            assert not installs or run.startswith("--mount=type=cache,target=/root/.cache/pip "), run
+            for install in installs:
+                # what comes from a requirements file is the lock's, hash-checked, nothing resolved beside it
+                if " -r " in install:
+                    assert "--require-hashes --no-deps" in install, install
     # the dependency layer comes before the code layer, so editing code does not reinstall anything
     copies = final.all("COPY")
     venv = next(i for i, args in enumerate(copies) if args.startswith("--from=deps /opt/venv"))
@@ -185,6 +190,8 @@ def test_backend_dockerfile_exports_the_model_in_a_stage_that_is_not_shipped() -
     assert "PIP_EXTRA_ARGS" in args
     model_runs = " ".join(model.all("RUN"))
     assert '--index-url "${TORCH_INDEX_URL}"' in model_runs
+    # torch and torchvision by the versions uv.lock holds (tests/test_dependencies.py compares them)
+    assert '"torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"' in model_runs
     assert "requirements_model.txt" in model_runs
     assert "python -m backend.prefetch" in model_runs
     # neither the serving venv nor the final image ever sees the model toolchain
