@@ -57,11 +57,9 @@ class Classifier:
     def top_k(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         """The ``k`` most likely classes of one image, most likely first (ties: lower index first)."""
         k = max(1, min(k, probabilities.shape[-1]))
-        if k < probabilities.shape[-1]:
-            candidates = np.argpartition(-probabilities, k - 1)[:k]
-        else:
-            candidates = np.arange(probabilities.shape[-1])
-        order = candidates[np.lexsort((candidates, -probabilities[candidates]))]
+        # A stable sort keeps equal probabilities in index order, also where the k-th place cuts a run of them
+        # (argpartition chose among those arbitrarily). 16 us for 1000 classes, next to a 13 ms forward pass.
+        order = np.argsort(-probabilities, kind="stable")[:k]
         return [Prediction(int(i), self._labels[i], float(probabilities[i])) for i in order]
 
     def classify(

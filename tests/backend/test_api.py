@@ -6,65 +6,20 @@ import io
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from backend.app import create_app
 from backend.classifier import Classifier
 from backend.config import Settings
+from tests.backend.conftest import assert_error, png_claiming, post_streamed, wait_ready
 from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 
 CAT_JPEG = jpeg_bytes(CAT)
 COFFEE_JPEG = jpeg_bytes(COFFEE)
-
-
-def _wait_ready(client: TestClient, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/ready").json()
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def make_client(model_cache: Path, onnx_classifier: Classifier) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(
-        factory: Callable[[Settings], Classifier] | None = None, wait: bool = True, **overrides: Any
-    ) -> TestClient:
-        settings = Settings(_env_file=None, model_cache_dir=model_cache, access_log=False, **overrides)
-        app = create_app(settings, factory or (lambda _: onnx_classifier))
-        client = TestClient(app, raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        if wait:
-            _wait_ready(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: Callable[..., TestClient]) -> TestClient:
-    return make_client()
-
-
-def _assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = response.json()
-    assert isinstance(body["detail"], str)
-    assert len(body["detail"]) > 10
-    if code is not None:
-        assert body["code"] == code
-    return body
 
 
 def test_multipart_upload_is_classified(client: TestClient) -> None:
@@ -120,7 +75,7 @@ def test_top_k_1000_returns_every_class_summing_to_one(client: TestClient) -> No
 @pytest.mark.parametrize("top_k", ["0", "1001", "-3", "five", "3_0", "+3", "3.0", "%203", "3%20", "%EF%BC%93", "0x3"])
 def test_top_k_out_of_range_or_not_a_plain_decimal_is_422(client: TestClient, top_k: str) -> None:
     response = client.post(f"/predict?top_k={top_k}", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
-    body = _assert_error(response, 422, "invalid_request")
+    body = assert_error(response, 422, "invalid_request")
     assert "top_k" in body["detail"]
 
 
@@ -150,7 +105,7 @@ def test_a_multipart_boundary_longer_than_rfc_2046_allows_is_400(client: TestCli
     response = client.post(
         "/predict", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
     )
-    body_json = _assert_error(response, 400, "invalid_multipart")
+    body_json = assert_error(response, 400, "invalid_multipart")
     assert "70" in body_json["detail"]
 
 
@@ -168,7 +123,7 @@ def test_a_bmp_with_rle_compression_is_refused_from_its_header(client: TestClien
     from tests.hostile.attacks import bmp_rle
 
     response = client.post("/predict", files={"file": ("rle.bmp", bmp_rle(64, 64), "image/bmp")})
-    body = _assert_error(response, 415, "unsupported_image")
+    body = assert_error(response, 415, "unsupported_image")
     assert "RLE" in body["detail"]
 
 
@@ -178,70 +133,126 @@ def test_an_image_over_its_decode_cpu_budget_is_422(make_client: Callable[..., T
     client = make_client(decode_timeout_s=0.3)
     started = time.monotonic()
     response = client.post("/predict", files={"file": ("scans.jpg", progressive_jpeg_scans(), "image/jpeg")})
-    body = _assert_error(response, 422, "decode_timeout")
+    body = assert_error(response, 422, "decode_timeout")
     assert time.monotonic() - started < 5
     assert "0.3 s of CPU" in body["detail"]
     assert client.post("/predict", content=CAT_JPEG).status_code == 200  # the decoder was replaced
 
 
 def test_empty_body_is_400(client: TestClient) -> None:
-    body = _assert_error(client.post("/predict"), 400, "no_image")
+    body = assert_error(client.post("/predict"), 400, "no_image")
     assert "curl" in body["detail"]
 
 
 def test_form_without_a_file_part_is_400(client: TestClient) -> None:
     response = client.post("/predict", files={"image": (None, "not a file")})  # multipart, one text field
-    body = _assert_error(response, 400, "no_image")
+    body = assert_error(response, 400, "no_image")
     assert "image" in body["detail"]
 
 
 def test_text_file_named_jpg_is_415(client: TestClient) -> None:
     files = {"file": ("cat.jpg", b"I am not a cat, I am a text file.\n" * 10, "image/jpeg")}
-    body = _assert_error(client.post("/predict", files=files), 415, "unsupported_image")
+    body = assert_error(client.post("/predict", files=files), 415, "unsupported_image")
     assert body["filename"] == "cat.jpg"
     assert "JPEG, PNG" in body["detail"]
 
 
 def test_truncated_jpeg_is_400(client: TestClient) -> None:
     files = {"file": ("cut.jpg", CAT_JPEG[: len(CAT_JPEG) // 2], "image/jpeg")}
-    _assert_error(client.post("/predict", files=files), 400, "invalid_image")
+    assert_error(client.post("/predict", files=files), 400, "invalid_image")
 
 
 def test_unsupported_format_is_415(client: TestClient) -> None:
     out = io.BytesIO()
     Image.new("RGB", (32, 32)).save(out, "PCX")
-    _assert_error(client.post("/predict", content=out.getvalue()), 415, "unsupported_image")
+    assert_error(client.post("/predict", content=out.getvalue()), 415, "unsupported_image")
 
 
 def test_one_bad_file_among_good_ones_names_the_bad_one(client: TestClient) -> None:
     files = [("file", ("good.jpg", CAT_JPEG, "image/jpeg")), ("file", ("bad.jpg", b"garbage" * 50, "image/jpeg"))]
-    body = _assert_error(client.post("/predict", files=files), 415, "unsupported_image")
+    body = assert_error(client.post("/predict", files=files), 415, "unsupported_image")
     assert (body["filename"], body["index"]) == ("bad.jpg", 1)
     assert body["detail"].startswith("bad.jpg:")
 
 
 def test_image_over_the_byte_limit_is_413(make_client: Callable[..., TestClient]) -> None:
     client = make_client(max_image_bytes=len(CAT_JPEG) - 1)
-    _assert_error(client.post("/predict", files={"file": ("cat.jpg", CAT_JPEG)}), 413, "image_too_large")
-    _assert_error(client.post("/predict", content=CAT_JPEG), 413, "image_too_large")
+    for response in (
+        client.post("/predict", files={"file": ("cat.jpg", CAT_JPEG)}),
+        client.post("/predict", content=CAT_JPEG),
+    ):
+        body = assert_error(response, 413, "image_too_large")
+        # The upload reader's words ("An image is larger than..."), not the decoder's ("The image is N bytes"):
+        # the image was refused while it was read, not handed to a decoder.
+        assert body["detail"].startswith("An image is larger than the limit"), body
 
 
-def test_body_over_the_request_limit_is_413_before_reading_it(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(max_image_bytes=1000, max_files=2)
-    response = client.post("/predict", content=b"x" * 10_000, headers={"Content-Type": "image/jpeg"})
-    _assert_error(response, 413)
+CHUNK = 64 * 1024
 
 
-def test_image_over_the_pixel_limit_is_413(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(max_image_pixels=100_000)
-    body = _assert_error(client.post("/predict", content=CAT_JPEG), 413, "image_too_large")
+def _multipart(boundary: str, image: bytes, padding: list[bytes]) -> list[bytes]:
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n\r\n'.encode()
+    return [head, image, *padding, f"\r\n--{boundary}--\r\n".encode()]
+
+
+@pytest.mark.parametrize("shape", ["raw", "multipart"])
+def test_an_image_over_the_byte_limit_is_refused_while_it_arrives_not_read_to_its_end(
+    make_client: Callable[..., TestClient], shape: str
+) -> None:
+    limit = 4 * CHUNK
+    client = make_client(max_image_bytes=limit)  # the request limit (32 MB) is far away
+    padding = [b"\0" * CHUNK] * 128  # a photo followed by 8 MB
+    if shape == "raw":
+        sent = post_streamed(client, [CAT_JPEG, *padding], {"Content-Type": "image/jpeg"})
+    else:
+        boundary = "b" * 30
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        sent = post_streamed(client, _multipart(boundary, CAT_JPEG, padding), headers)
+    assert_error(sent.response, 413, "image_too_large")
+    assert sent.pulled <= len(CAT_JPEG) + limit + 2 * CHUNK, (sent.pulled, sent.sent)  # stopped at the limit
+    assert sent.sent > 10 * sent.pulled
+
+
+@pytest.mark.parametrize("shape", ["raw", "multipart"])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_body_over_the_request_limit_is_413_before_reading_it(
+    make_client: Callable[..., TestClient], shape: str, declared: bool
+) -> None:
+    limit = 4 * CHUNK
+    client = make_client(max_request_bytes=limit, max_image_bytes=16 * limit)  # only the request limit applies
+    padding = [b"\0" * CHUNK] * 128
+    boundary = "b" * 30
+    if shape == "raw":
+        chunks, headers = [CAT_JPEG, *padding], {"Content-Type": "image/jpeg"}
+    else:
+        chunks = _multipart(boundary, CAT_JPEG, padding)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    if declared:
+        headers["Content-Length"] = str(sum(len(c) for c in chunks))
+    sent = post_streamed(client, chunks, headers)
+    body = assert_error(sent.response, 413, "request_too_large")
+    assert "per request" in body["detail"]
+    if declared:
+        assert sent.pulled == 0  # refused from its Content-Length: not one byte of the body was read
+    else:
+        assert sent.pulled <= limit + CHUNK, (sent.pulled, sent.sent)  # counted as it came, refused at the limit
+
+
+def test_image_over_the_pixel_limit_is_413_from_its_header(make_client: Callable[..., TestClient]) -> None:
+    claims_a_megapixel = png_claiming(1000, 1000)  # its pixel data ends after four rows
+    body = assert_error(make_client(max_image_pixels=100_000).post("/predict", content=claims_a_megapixel), 413)
+    assert body["code"] == "image_too_large"
     assert "megapixels" in body["detail"]
+    # Within the limit, the decoder reads the pixels and finds them cut short: had the pixel limit been checked
+    # only after decoding, that is the answer the first request would have had.
+    within = make_client(max_image_pixels=2_000_000).post("/predict", content=claims_a_megapixel)
+    assert_error(within, 400, "invalid_image")
 
 
 def test_too_many_files_is_413(make_client: Callable[..., TestClient]) -> None:
     client = make_client(max_files=3)
     files = [("file", (f"{i}.jpg", CAT_JPEG, "image/jpeg")) for i in range(4)]
-    body = _assert_error(client.post("/predict", files=files), 413, "too_many_files")
+    body = assert_error(client.post("/predict", files=files), 413, "too_many_files")
     assert "at most 3" in body["detail"]
     assert client.post("/predict", files=files[:3]).status_code == 200
 
@@ -298,11 +309,11 @@ def test_not_ready_until_the_model_is_loaded(
     assert (ready.status_code, ready.json()["status"]) == (503, "loading")
     assert ready.headers["retry-after"]
     response = client.post("/predict", content=CAT_JPEG)
-    _assert_error(response, 503, "model_loading")
+    assert_error(response, 503, "model_loading")
     assert response.headers["retry-after"]
-    _assert_error(client.get("/model"), 503)
+    assert_error(client.get("/model"), 503)
     gate.set()
-    _wait_ready(client)
+    wait_ready(client)
     assert client.post("/predict", content=CAT_JPEG).status_code == 200
 
 
@@ -319,14 +330,14 @@ def test_a_model_that_fails_to_load_is_reported(make_client: Callable[..., TestC
     assert ready.status_code == 503
     # /ready is open to anyone (probes): it names the kind of failure, never its message (paths, internals)
     assert ready.json() == {"status": "failed", "detail": "RuntimeError; the server's log has the details"}
-    body = _assert_error(client.post("/predict", content=CAT_JPEG), 503, "model_failed")
+    body = assert_error(client.post("/predict", content=CAT_JPEG), 503, "model_failed")
     assert "RuntimeError" in body["detail"]
     assert "corrupt" not in body["detail"]
 
 
 def test_unknown_route_is_json_404(client: TestClient) -> None:
-    _assert_error(client.get("/nope"), 404, "not_found")
-    _assert_error(client.get("/predict"), 405, "method_not_allowed")
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.get("/predict"), 405, "method_not_allowed")
 
 
 def test_openapi_documents_every_response_with_a_schema(client: TestClient) -> None:
@@ -364,7 +375,7 @@ def test_at_capacity_requests_get_503_with_retry_after_before_decoding(client: T
         response = client.post("/predict", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
     finally:
         service.admitted = 0
-    body = _assert_error(response, 503, "overloaded")
+    body = assert_error(response, 503, "overloaded")
     assert "Retry" in body["detail"]
     assert response.headers["retry-after"] == "1"
     assert client.post("/predict", content=CAT_JPEG).status_code == 200
@@ -379,7 +390,7 @@ def test_the_last_quarter_of_the_capacity_is_kept_for_one_image_requests(client:
         one = client.post("/predict", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
     finally:
         service.admitted = 0
-    _assert_error(two, 503, "overloaded")
+    assert_error(two, 503, "overloaded")
     assert one.status_code == 200, one.text
 
 

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from backend.classifier import (
     Classifier,
@@ -16,6 +16,7 @@ from backend.classifier import (
     UnsupportedImage,
 )
 from backend.classifier._images import decode_image
+from tests.backend.conftest import png_claiming
 from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 
 
@@ -107,6 +108,36 @@ def test_exif_rotation_is_applied_and_reported() -> None:
     assert diff.mean() < 6  # JPEG noise only: the picture is the right way up
 
 
+def _noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Random pixels: any wrong turn or flip changes them (a symmetric picture could hide one)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _with_orientation(image: Image.Image, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(image, "PNG", exif=exif.tobytes())  # lossless, so pixels compare exactly
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_applied_as_pillow_defines_it(orientation: int) -> None:
+    data = _with_orientation(_noise((6, 4)), orientation)
+    reference = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    decoded = decode_image(data, ImageLimits())
+    np.testing.assert_array_equal(np.asarray(decoded.image), np.asarray(reference))
+    assert (decoded.width, decoded.height) == reference.size == ((4, 6) if orientation >= 5 else (6, 4))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_applied_to_a_shrunk_image_too(orientation: int) -> None:
+    data = _with_orientation(_noise((1200, 800), seed=orientation), orientation)
+    decoded = decode_image(data, ImageLimits(), min_short_side=100)  # averaged down 4x before turning
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    np.testing.assert_array_equal(np.asarray(decoded.image), np.asarray(upright.reduce(4)))
+    assert (decoded.width, decoded.height) == upright.size
+
+
 def test_transparent_areas_become_white() -> None:
     decoded = decode_image(CASES["RGBA"](), ImageLimits())
     assert decoded.image.getpixel((0, 0)) == (255, 255, 255)
@@ -133,11 +164,13 @@ def test_byte_limit() -> None:
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
-    # 20000 x 20000 of one colour compresses to a few hundred kB; decoding it would take 1.2 GB.
-    bomb = _encode(Image.new("L", (20000, 20000), 0), "PNG", optimize=True)
-    assert len(bomb) < 2_000_000
+    # The header claims 20000 x 20000 (400 megapixels); the pixel data stops after four rows. Decoding
+    # would fail as truncated, so ImageTooLarge shows that the limit came first, from the header alone.
+    claim = png_claiming(20000, 20000)
     with pytest.raises(ImageTooLarge, match="megapixels"):
-        decode_image(bomb, ImageLimits(max_pixels=50_000_000))
+        decode_image(claim, ImageLimits(max_pixels=50_000_000))
+    with pytest.raises(InvalidImage, match="truncated"):  # what a decode would have found
+        decode_image(claim, ImageLimits(max_pixels=400_000_000))
 
 
 @pytest.mark.parametrize(
