@@ -6,7 +6,7 @@ import io
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -368,30 +368,102 @@ def test_metrics_count_requests_batches_and_model(client: TestClient) -> None:
     assert "http_request_duration_seconds_bucket" in text
 
 
-def test_at_capacity_requests_get_503_with_retry_after_before_decoding(client: TestClient) -> None:
-    service = client.app.state.service  # type: ignore[attr-defined]
-    service.admitted = service.capacity  # as if that many images were being decoded or classified
+class _GatedRuntime:
+    """The real model behind a gate: while ``open`` is clear, forward passes wait (images stay admitted)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.parallel_calls = 1
+        self.open = threading.Event()
+        self.open.set()  # warm-up passes through
+
+    def __call__(self, images: Any) -> Any:
+        assert self.open.wait(60), "the test never opened the gate"
+        return self.inner(images)
+
+
+class _Held:
+    """Requests posted from threads while the model is held; their responses once it is released."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.responses: list[Any] = []
+        self.threads: list[threading.Thread] = []
+
+    def post(self, **kwargs: Any) -> None:
+        thread = threading.Thread(target=lambda: self.responses.append(self.client.post("/predict", **kwargs)))
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> list[int]:
+        for thread in self.threads:
+            thread.join(60)
+        return sorted(r.status_code for r in self.responses)
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def held(make_client: Callable[..., TestClient], onnx_classifier: Classifier) -> Iterator[tuple[TestClient, Any]]:
+    """A server whose model is held shut once it is ready: images admitted stay admitted until ``open``."""
+    runtime = _GatedRuntime(onnx_classifier.runtime)
+    gated = Classifier(onnx_classifier.info, runtime)
+    client = make_client(factory=lambda _: gated, max_queue_size=7, max_batch_size=1, max_files=2)
+    runtime.open.clear()
     try:
-        response = client.post("/predict", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+        yield client, runtime.open
     finally:
-        service.admitted = 0
+        runtime.open.set()
+
+
+def test_images_admitted_and_not_answered_are_counted_and_the_next_is_refused_before_decoding(
+    held: tuple[TestClient, Any],
+) -> None:
+    client, gate = held
+    service = client.app.state.service  # type: ignore[attr-defined]
+    assert service.capacity == 8  # a queue of 7 and one batch of 1 in the model
+    requests = _Held(client)
+    for _ in range(8):
+        requests.post(content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+    # The batcher's own count, not the one under test: all 8 images are decoded and waiting on the model.
+    _until(lambda: service.batcher.in_flight == 8, "8 images never reached the batcher")
+    assert service.admitted == 8
+    # One more is refused before its body is decoded: not an image, it would be 415 had it been decoded.
+    response = client.post("/predict", content=b"not an image " * 100, headers={"Content-Type": "image/jpeg"})
     body = assert_error(response, 503, "overloaded")
     assert "Retry" in body["detail"]
     assert response.headers["retry-after"] == "1"
+    gate.set()
+    assert requests.join() == [200] * 8
+    assert service.admitted == 0  # every admitted image was given back
     assert client.post("/predict", content=CAT_JPEG).status_code == 200
     assert "requests_shed_total 1.0" in client.get("/metrics").text
 
 
-def test_the_last_quarter_of_the_capacity_is_kept_for_one_image_requests(client: TestClient) -> None:
+def test_the_last_quarter_of_the_capacity_is_kept_for_one_image_requests(held: tuple[TestClient, Any]) -> None:
+    client, gate = held
     service = client.app.state.service  # type: ignore[attr-defined]
-    service.admitted = service.capacity - service.capacity // 4  # requests of several images filled their share
-    try:
-        two = client.post("/predict", files=[("file", ("a.jpg", CAT_JPEG)), ("file", ("b.jpg", CAT_JPEG))])
-        one = client.post("/predict", content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
-    finally:
-        service.admitted = 0
+    requests = _Held(client)
+    for _ in range(6):  # three quarters of the capacity of 8, filled by real requests
+        requests.post(content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})
+    _until(lambda: service.batcher.in_flight == 6, "6 images never reached the batcher")
+    two = client.post("/predict", files=[("file", ("a.jpg", CAT_JPEG)), ("file", ("b.jpg", CAT_JPEG))])
     assert_error(two, 503, "overloaded")
-    assert one.status_code == 200, one.text
+    requests.post(content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})  # one image: still admitted
+    requests.post(content=CAT_JPEG, headers={"Content-Type": "image/jpeg"})  # and the last place
+    _until(lambda: service.batcher.in_flight == 8, "the one-image requests were not admitted")
+    one_too_many = client.post("/predict", content=b"not an image " * 100, headers={"Content-Type": "image/jpeg"})
+    assert_error(one_too_many, 503, "overloaded")
+    gate.set()
+    assert requests.join() == [200] * 8
+    two = client.post("/predict", files=[("file", ("a.jpg", CAT_JPEG)), ("file", ("b.jpg", CAT_JPEG))])
+    assert two.status_code == 200, two.text
 
 
 def test_settings_refuse_more_files_per_request_than_the_queue_holds() -> None:
