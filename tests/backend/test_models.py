@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.hub
 import torchvision
 from torchvision.models import ResNet18_Weights
 
@@ -105,9 +107,18 @@ def test_torchvision_model_serves_through_onnx_with_its_own_labels(torch_home: P
         np.testing.assert_allclose([p.probability for p in a], [p.probability for p in b], atol=1e-4)
 
 
-def test_without_cached_weights_or_network_the_error_says_how_to_fix_it(torch_home: Path) -> None:
-    with pytest.raises(ModelConfigError, match=r"TORCH_HOME|prefetch"):
+def test_without_cached_weights_or_network_the_error_says_how_to_fix_it(
+    torch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No network, whether or not this machine has one: torchvision's download fails as it does offline.
+    def offline(url: str, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError(f"no network for {url} (the test cuts it)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ModelConfigError, match=r"TORCH_HOME|prefetch") as caught:
         build_module(ModelSpec("resnet18"))
+    assert "no network" in str(caught.value)  # torchvision really tried to download, and the error says so
+    assert not list(torch_home.rglob("*.pth"))  # and nothing was cached
 
 
 @pytest.mark.parametrize(
