@@ -1,14 +1,29 @@
-"""The frontend's configuration: environment variables, read and validated in one place.
+"""The frontend's configuration: environment variables, read and validated in one place (pydantic-settings,
+as the backend's ``backend/config.py``).
 
 Nothing here imports Streamlit, so ``python -m frontend`` can check the configuration before starting it.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal, TypeVar, cast, get_args
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
+
+import annotated_types
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails, PydanticCustomError, PydanticUseDefault
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_BACKEND_SERVICE",
+    "DEFAULT_MAX_FILES",
+    "DEFAULT_MAX_UPLOAD_MB",
+    "DEFAULT_REGION",
+    "AuthMode",
+    "ConfigError",
+    "FrontendSettings",
+    "LogLevel",
+]
 
 AuthMode = Literal["auto", "none", "id_token"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -21,102 +36,125 @@ DEFAULT_MAX_UPLOAD_MB = 20
 # The most images classified (and previewed) per page run; more are listed as not classified.
 DEFAULT_MAX_FILES = 16
 
-T = TypeVar("T")
-
 
 class ConfigError(ValueError):
     """A setting has a value the frontend cannot use; the message names the variable and what it expects."""
 
 
-@dataclass(frozen=True)
-class FrontendSettings:
-    """Every field is the environment variable of the same name in upper case, unless its comment says otherwise."""
+def _case_insensitive(options: tuple[str, ...]) -> BeforeValidator:
+    """``auto``/``AUTO``, ``info``/``INFO``: the option in its own case; anything else as typed, for the message."""
+
+    def normalise(value: object) -> object:
+        if isinstance(value, str):
+            for option in options:
+                if value.strip().lower() == option.lower():
+                    return option
+        return value
+
+    return BeforeValidator(normalise)
+
+
+def _full_url(value: object) -> object:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise PydanticCustomError(
+                "full_url", "must be a full URL such as http://127.0.0.1:8000 or https://....run.app."
+            )
+        return value.rstrip("/")
+    return value
+
+
+class FrontendSettings(BaseSettings):
+    """Every field is the environment variable of the same name in upper case (``BACKEND_URL``, ...).
+
+    ``FrontendSettings.from_env()`` reads them (``ConfigError`` for a bad one); ``FrontendSettings(...)`` with
+    keyword arguments (tests) takes the rest from the environment too, as pydantic-settings does.
+    """
+
+    # No .env file: ``make run`` starts both services from the same directory, and the backend's .env (PORT,
+    # MAX_FILES, LOG_LEVEL ...) must not configure the frontend. Frozen: hashable for st.cache_resource.
+    model_config = SettingsConfigDict(env_file=None, str_strip_whitespace=True, frozen=True)
 
     # --- where the backend is
-    backend_url: str | None = None  # explicit URL; skips the Cloud Run lookup
-    backend_service: str = DEFAULT_BACKEND_SERVICE  # the Cloud Run service to look up
-    project: str | None = None  # GOOGLE_CLOUD_PROJECT; else the project google.auth.default() knows
-    # GOOGLE_CLOUD_REGION or CLOUD_RUN_REGION; else the region this Cloud Run instance runs in, else DEFAULT_REGION
-    region: str | None = None
-    cloud_run_api_endpoint: str | None = None  # CLOUD_RUN_API_ENDPOINT: tests and emulators only
-    discovery_timeout_s: float = 10.0
+    backend_url: Annotated[str | None, BeforeValidator(_full_url)] = Field(
+        None, description="explicit URL; skips the Cloud Run lookup"
+    )
+    backend_service: str = Field(DEFAULT_BACKEND_SERVICE, description="the Cloud Run service to look up")
+    google_cloud_project: str | None = Field(None, description="else the project google.auth.default() knows")
+    # else the region this Cloud Run instance runs in, else DEFAULT_REGION
+    google_cloud_region: str | None = None
+    cloud_run_region: str | None = Field(None, description="when GOOGLE_CLOUD_REGION is not set")
+    cloud_run_api_endpoint: str | None = Field(None, description="tests and emulators only")
+    discovery_timeout_s: float = Field(10.0, ge=0.1, le=300)
 
     # --- how to call it
-    backend_auth: AuthMode = "auto"
-    backend_audience: str | None = None  # identity-token audience when it differs from the URL (custom domains)
-    backend_timeout_s: float = 35.0  # per image; a little over the backend's REQUEST_TIMEOUT_S (30 s)
-    status_timeout_s: float = 5.0  # STATUS_TIMEOUT_S: /ready and /model
-    predict_concurrency: int = 4  # images sent at once; the backend batches them
+    backend_auth: Annotated[AuthMode, _case_insensitive(get_args(AuthMode))] = "auto"
+    backend_audience: str | None = Field(
+        None, description="identity-token audience when it differs from the URL (custom domains)"
+    )
+    backend_timeout_s: float = Field(
+        35.0, ge=0.1, le=3600, description="per image; a little over the backend's REQUEST_TIMEOUT_S (30 s)"
+    )
+    status_timeout_s: float = Field(5.0, ge=0.1, le=300, description="/ready and /model")
+    predict_concurrency: int = Field(4, ge=1, le=64, description="images sent at once; the backend batches them")
 
     # --- the page and the server
-    default_top_k: int = 5
-    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB  # per file
-    max_files: int = DEFAULT_MAX_FILES  # images classified per page run
+    default_top_k: int = Field(5, ge=1, le=20)
+    max_upload_mb: int = Field(DEFAULT_MAX_UPLOAD_MB, ge=1, le=1024, description="per file")
+    max_files: int = Field(DEFAULT_MAX_FILES, ge=1, le=1000, description="images classified per page run")
     host: str = "127.0.0.1"
-    port: int = 8501
-    log_level: LogLevel = "INFO"
+    port: int = Field(8501, ge=1, le=65535)
+    log_level: Annotated[LogLevel, _case_insensitive(get_args(LogLevel))] = "INFO"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty (or all-blank) variable means "not set": the default applies."""
+        if isinstance(value, str) and not value.strip():
+            raise PydanticUseDefault
+        return value
+
+    @property
+    def project(self) -> str | None:
+        return self.google_cloud_project
+
+    @property
+    def region(self) -> str | None:
+        return self.google_cloud_region or self.cloud_run_region
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> FrontendSettings:
-        """Read the settings from ``env`` (default: ``os.environ``); raise ConfigError naming a bad variable."""
-        env = os.environ if env is None else env
-
-        def text(*names: str) -> str | None:
-            for name in names:
-                value = env.get(name, "").strip()
-                if value:
-                    return value
-            return None
-
-        def number(name: str, default: T, parse: Callable[[str], T], minimum: float, maximum: float) -> T:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = parse(raw)
-            except ValueError:
-                kind = "a whole number" if parse is int else "a number"
-                raise ConfigError(f"{name}={raw!r} is not {kind}.") from None
-            if not minimum <= cast(float, value) <= maximum:
-                raise ConfigError(f"{name}={raw!r} must be between {minimum:g} and {maximum:g}.")
-            return value
-
-        def choice(name: str, default: str, options: tuple[str, ...], upper: bool = False) -> str:
-            raw = text(name)
-            if raw is None:
-                return default
-            value = raw.upper() if upper else raw.lower()
-            if value not in options:
-                raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(options)}.")
-            return value
-
-        backend_url = text("BACKEND_URL")
-        if backend_url is not None:
-            backend_url = _check_url("BACKEND_URL", backend_url)
-        endpoint = text("CLOUD_RUN_API_ENDPOINT")
-        defaults = cls()
-        return cls(
-            backend_url=backend_url,
-            backend_service=text("BACKEND_SERVICE") or DEFAULT_BACKEND_SERVICE,
-            project=text("GOOGLE_CLOUD_PROJECT"),
-            region=text("GOOGLE_CLOUD_REGION", "CLOUD_RUN_REGION"),
-            cloud_run_api_endpoint=endpoint,
-            discovery_timeout_s=number("DISCOVERY_TIMEOUT_S", defaults.discovery_timeout_s, float, 0.1, 300),
-            backend_auth=cast(AuthMode, choice("BACKEND_AUTH", defaults.backend_auth, get_args(AuthMode))),
-            backend_audience=text("BACKEND_AUDIENCE"),
-            backend_timeout_s=number("BACKEND_TIMEOUT_S", defaults.backend_timeout_s, float, 0.1, 3600),
-            status_timeout_s=number("STATUS_TIMEOUT_S", defaults.status_timeout_s, float, 0.1, 300),
-            predict_concurrency=number("PREDICT_CONCURRENCY", defaults.predict_concurrency, int, 1, 64),
-            default_top_k=number("DEFAULT_TOP_K", defaults.default_top_k, int, 1, 20),
-            max_upload_mb=number("MAX_UPLOAD_MB", defaults.max_upload_mb, int, 1, 1024),
-            max_files=number("MAX_FILES", defaults.max_files, int, 1, 1000),
-            host=text("HOST") or defaults.host,
-            port=number("PORT", defaults.port, int, 1, 65535),
-            log_level=cast(LogLevel, choice("LOG_LEVEL", defaults.log_level, get_args(LogLevel), upper=True)),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FrontendSettings:
+        """The settings from ``environ`` (default: the process's environment); ConfigError naming the first bad
+        variable and what it expects."""
+        try:
+            if environ is None:
+                return cls()
+            # Every field is given (a blank one takes its default), so nothing is read from os.environ.
+            given: dict[str, Any] = {name: environ.get(name.upper(), "") for name in cls.model_fields}
+            return cls(**given)
+        except ValidationError as exc:
+            raise ConfigError(_message(exc.errors()[0])) from None
 
 
-def _check_url(name: str, value: str) -> str:
-    if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
-        raise ConfigError(f"{name}={value!r} must be a full URL such as http://127.0.0.1:8000 or https://....run.app.")
-    return value.rstrip("/")
+def _message(error: ErrorDetails) -> str:
+    """``NAME='value' must be ...``: pydantic's error for one field, in the words the page shows."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    info = FrontendSettings.model_fields.get(field)
+    if info is None:
+        return error["msg"]
+    raw: Any = error.get("input")
+    kind = error["type"]
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        problem = "is not a whole number."
+    elif kind in ("float_parsing", "float_type"):
+        problem = "is not a number."
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        low = next(m.ge for m in info.metadata if isinstance(m, annotated_types.Ge))
+        high = next(m.le for m in info.metadata if isinstance(m, annotated_types.Le))
+        problem = f"must be between {low:g} and {high:g}."
+    elif kind == "literal_error":
+        problem = f"must be one of: {', '.join(get_args(info.annotation))}."
+    else:  # our own (PydanticCustomError), or pydantic's
+        problem = error["msg"]
+    return f"{field.upper()}={raw!r} {problem}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,8 +50,8 @@ def test_every_variable_is_read() -> None:
     assert settings == FrontendSettings(
         backend_url="https://classifier-backend-abc-ew.a.run.app",
         backend_service="my-backend",
-        project="my-project",
-        region="us-central1",
+        google_cloud_project="my-project",
+        cloud_run_region="us-central1",
         cloud_run_api_endpoint="http://127.0.0.1:9",
         backend_auth="id_token",
         backend_audience="https://aud.example",
@@ -70,6 +71,37 @@ def test_google_cloud_region_wins_over_cloud_run_region() -> None:
     settings = FrontendSettings.from_env({"GOOGLE_CLOUD_REGION": "asia-east1", "CLOUD_RUN_REGION": "us-east1"})
 
     assert settings.region == "asia-east1"
+
+
+def test_the_environment_is_read_as_pydantic_settings_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKEND_URL", " http://127.0.0.1:8000/ ")
+    monkeypatch.setenv("BACKEND_SERVICE", "   ")  # blank: the default
+    monkeypatch.setenv("CLOUD_RUN_REGION", "us-east4")
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+
+    settings = FrontendSettings.from_env()
+
+    assert settings == FrontendSettings.from_env(
+        {"BACKEND_URL": "http://127.0.0.1:8000", "CLOUD_RUN_REGION": "us-east4", "LOG_LEVEL": "WARNING"}
+    )
+    assert (settings.backend_url, settings.backend_service, settings.region) == (
+        "http://127.0.0.1:8000",
+        "classifier-backend",
+        "us-east4",
+    )
+    monkeypatch.setenv("PORT", "eighty")
+    with pytest.raises(ConfigError, match=r"^PORT='eighty' is not a whole number\.$"):
+        FrontendSettings.from_env()
+
+
+def test_a_dotenv_file_does_not_configure_the_frontend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``make run`` starts both services in one directory: the backend's .env (PORT=...) is not the frontend's."""
+    (tmp_path / ".env").write_text("PORT=9000\nBACKEND_URL=http://127.0.0.1:9\n")
+    monkeypatch.chdir(tmp_path)
+
+    settings = FrontendSettings.from_env()
+
+    assert (settings.port, settings.backend_url) == (8501, None)
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,12 @@ IMAGE = ImageInput("cat.jpg", b"\xff\xd8\xff fake jpeg", "image/jpeg")
 def locator_for(api: FakeServer | str, **overrides: object) -> BackendLocator:
     endpoint = api.url if isinstance(api, FakeServer) else api
     settings = FrontendSettings(
-        **{"project": PROJECT, "region": REGION, "cloud_run_api_endpoint": endpoint, **overrides}  # type: ignore[arg-type]
+        **{
+            "google_cloud_project": PROJECT,
+            "google_cloud_region": REGION,
+            "cloud_run_api_endpoint": endpoint,
+            **overrides,
+        }  # type: ignore[arg-type]
     )
     return BackendLocator(settings, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
 
@@ -62,7 +67,7 @@ def test_finds_the_service_uri(cloud_run_api: FakeServer, cloud_run_state: Cloud
 def test_looks_up_the_configured_service_name(cloud_run_api: FakeServer, cloud_run_state: CloudRunState) -> None:
     cloud_run_state.services["my-classifier"] = "https://my-classifier-abc-uc.a.run.app"
 
-    location = locator_for(cloud_run_api, backend_service="my-classifier", region="us-central1").locate()
+    location = locator_for(cloud_run_api, backend_service="my-classifier", google_cloud_region="us-central1").locate()
 
     assert location.url == "https://my-classifier-abc-uc.a.run.app"
     assert cloud_run_api.paths()[0].startswith(f"/v2/projects/{PROJECT}/locations/us-central1/services/my-classifier")
@@ -114,7 +119,7 @@ def test_unreachable_api_gives_a_message() -> None:
 
 def test_without_project_or_credentials_it_asks_for_configuration(cloud_run_api: FakeServer) -> None:
     # The fixture points GOOGLE_APPLICATION_CREDENTIALS at a missing file: google.auth.default() knows no project.
-    settings = FrontendSettings(region=REGION, cloud_run_api_endpoint=cloud_run_api.url)
+    settings = FrontendSettings(google_cloud_region=REGION, cloud_run_api_endpoint=cloud_run_api.url)
 
     error = discovery_error(BackendLocator(settings))
 
@@ -127,7 +132,9 @@ def test_without_project_or_credentials_it_asks_for_configuration(cloud_run_api:
 def test_plain_http_endpoint_needs_no_credentials(cloud_run_api: FakeServer, cloud_run_state: CloudRunState) -> None:
     """An emulator endpoint (http://) is called without Google credentials, as the page does in tests."""
     cloud_run_state.services["classifier-backend"] = "https://classifier-backend-x2b4qk7fva-ew.a.run.app"
-    settings = FrontendSettings(project=PROJECT, region=REGION, cloud_run_api_endpoint=cloud_run_api.url)
+    settings = FrontendSettings(
+        google_cloud_project=PROJECT, google_cloud_region=REGION, cloud_run_api_endpoint=cloud_run_api.url
+    )
 
     assert BackendLocator(settings).locate().url == "https://classifier-backend-x2b4qk7fva-ew.a.run.app"
     assert "Authorization" not in cloud_run_api.requests[0].headers
@@ -169,12 +176,12 @@ def test_on_cloud_run_the_region_defaults_to_its_own(
 ) -> None:
     cloud_run_state.services["classifier-backend"] = "https://classifier-backend-abc-uk.a.run.app"
 
-    location = locator_for(cloud_run_api, region=None).locate()
+    location = locator_for(cloud_run_api, google_cloud_region=None).locate()
 
     assert "us-east4" in location.description
     assert cloud_run_api.paths()[0].startswith(f"/v2/projects/{PROJECT}/locations/us-east4/services/")
     # An explicit region wins over the instance's own.
-    locator_for(cloud_run_api, region="asia-northeast1").locate()
+    locator_for(cloud_run_api, google_cloud_region="asia-northeast1").locate()
     assert "/locations/asia-northeast1/" in cloud_run_api.paths()[-1]
 
 
@@ -183,7 +190,7 @@ def test_off_cloud_run_the_region_defaults_to_europe_west1(
 ) -> None:
     cloud_run_state.services["classifier-backend"] = "https://classifier-backend-abc-ew.a.run.app"
 
-    locator_for(cloud_run_api, region=None).locate()
+    locator_for(cloud_run_api, google_cloud_region=None).locate()
 
     assert cloud_run_api.paths()[0].startswith(SERVICE_PATH)
 
