@@ -10,11 +10,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend import __version__
-from backend.auth import GoogleIdTokenVerifier, IdTokenAuthMiddleware
+from backend.auth import GoogleIdTokenVerifier
 from backend.config import Settings, get_settings
 from backend.errors import install_error_handlers
 from backend.metrics import Metrics
-from backend.middleware import ObservabilityMiddleware
+from backend.middleware import IdTokenAuthMiddleware, ObservabilityMiddleware
 from backend.routes import health, metrics, predict
 from backend.service import ClassifierFactory, ModelService, default_factory
 

@@ -9,19 +9,22 @@ where the token is a Google-signed ID token whose ``aud`` is ``AUTH_AUDIENCE``.
 An audience check alone admits any Google identity that asks Google for a token with that audience,
 so set ``AUTH_ALLOWED_EMAILS`` too (the service accounts of your callers) unless anyone may call.
 
-Signatures are checked with ``google.oauth2.id_token.verify_token`` against the certificates at
-``AUTH_CERTS_URL`` (Google's by default), and the issuer as ``verify_oauth2_token`` does: ``iss`` must be
-``accounts.google.com`` or ``https://accounts.google.com`` (``verify_token`` alone does not look at it,
-so a token another issuer signed with a key published at ``AUTH_CERTS_URL`` would otherwise pass).
-The certificates are fetched once and kept for as long as their ``Cache-Control: max-age`` says
-(bounded), and fetched again early only when a token names a key id that is not among them (Google
-rotates its keys), at most once per ``REFRESH_MIN_INTERVAL_S``.
-Verification runs in a worker thread: it may fetch certificates (blocking I/O), and RSA is CPU work.
+The check is google-auth's, step by step as ``google.oauth2.id_token.verify_oauth2_token`` does it: the
+certificates at ``AUTH_CERTS_URL`` (Google's by default), the key id from the token's header
+(``google.auth.jwt.decode_header``), ``google.auth.jwt.decode`` (signature, ``iat``/``exp``, audience), the
+issuer: ``iss`` must be ``accounts.google.com`` or ``https://accounts.google.com`` (a token another
+issuer signed with a key published at ``AUTH_CERTS_URL`` would otherwise pass). A refusal says why from
+the token's claims (expired, not yet valid, another audience), never from google-auth's message text.
+
+What the libraries do not do is keep the certificates: ``CertificateCache`` keeps them for as long as their
+``Cache-Control: max-age`` says (bounded), keeps serving them when a refresh fails, and fetches them again
+early only when a token names a key id that is not among them (Google rotates its keys), at most once per
+``REFRESH_MIN_INTERVAL_S``. Verification runs in a worker thread: it may fetch certificates (blocking
+I/O), and RSA is CPU work. ``backend.middleware.IdTokenAuthMiddleware`` applies it to every request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -33,16 +36,15 @@ from typing import Any, Final
 
 import google.auth.transport.requests
 from google.auth import exceptions as google_exceptions
-from google.auth import transport
-from google.oauth2 import id_token
-from starlette.types import ASGIApp, Receive, Scope, Send
+from google.auth import jwt, transport
+from starlette.types import Scope
 
 logger = logging.getLogger(__name__)
 
-GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v1/certs"
 # The issuers of Google-signed ID tokens (google.oauth2.id_token.verify_oauth2_token accepts these two).
 GOOGLE_ISSUERS: Final = frozenset({"accounts.google.com", "https://accounts.google.com"})
-OPEN_PATHS: Final = frozenset({"/health", "/ready"})
+# Google signs ID tokens with RS256, the one algorithm its PEM certificates verify.
+GOOGLE_ALGORITHM: Final = "RS256"
 CERTS_TTL_S: Final = 300.0  # when the certificate endpoint sends no max-age
 CERTS_MAX_TTL_S: Final = 6 * 3600.0
 REFRESH_MIN_INTERVAL_S: Final = 30.0
@@ -54,30 +56,33 @@ _MAX_AGE = re.compile(r"max-age=(\d+)")
 
 
 class InvalidToken(Exception):
-    """The request's credentials are missing or not acceptable: 401, or 403 for a valid token of the wrong caller."""
+    """The request's credentials are missing or not acceptable (401)."""
 
-    def __init__(self, code: str, message: str, status: int = 401) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.status = status
+
+
+class ForbiddenIdentity(InvalidToken):
+    """A valid token of a caller not in ``AUTH_ALLOWED_EMAILS`` (403)."""
 
 
 class AuthUnavailable(Exception):
-    """The signing certificates cannot be fetched, so no token can be checked now (answer 503)."""
+    """The signing certificates cannot be fetched, so no token can be checked now (503)."""
 
 
 @dataclass
 class _Cached:
-    response: transport.Response
+    certificates: dict[str, str]
     fetched: float
     expires: float
 
 
-class CachingRequest(transport.Request):
-    """A google-auth transport that keeps successful GET answers (the certificates) until they expire.
+class CertificateCache:
+    """The token signing certificates at each URL, fetched with google-auth's transport, kept until they expire.
 
-    When a refresh fails, the previous answer keeps being used (Google's keys overlap by days), and a
+    When a refresh fails, the previous certificates keep being used (Google's keys overlap by days), and a
     failure with nothing cached is remembered for ``FAILURE_BACKOFF_S`` so that an outage of the
     certificate endpoint does not turn every request into a slow fetch.
     """
@@ -90,48 +95,46 @@ class CachingRequest(transport.Request):
         self._lock = threading.Lock()  # one fetch at a time: threads that waited then find it cached
         self.fetches = 0
 
-    def __call__(
-        self,
-        url: str,
-        method: str = "GET",
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> transport.Response:
-        if method != "GET":
-            passed: transport.Response = self._inner(
-                url, method=method, body=body, headers=headers, timeout=timeout, **kwargs
-            )
-            return passed
+    def get(self, url: str) -> dict[str, str]:
+        """Key id -> PEM certificate, from the cache while fresh; ``AuthUnavailable`` if there are none."""
         with self._lock:
             now = self._clock()
             cached = self._cache.get(url)
             if cached is not None and now < cached.expires:
-                return cached.response
+                return cached.certificates
             if cached is None and now < self._failed_until.get(url, 0.0):
-                raise google_exceptions.TransportError(  # type: ignore[no-untyped-call]
-                    f"fetching {url} failed less than {FAILURE_BACKOFF_S:.0f}s ago"
-                )
-            response: transport.Response | None = None
+                raise AuthUnavailable(f"fetching {url} failed less than {FAILURE_BACKOFF_S:.0f}s ago")
             try:
-                self.fetches += 1
-                response = self._inner(url, method="GET", headers=headers, timeout=timeout or FETCH_TIMEOUT_S, **kwargs)
-                failure = None if response.status == 200 else f"HTTP {response.status}"
-            except google_exceptions.TransportError as exc:
-                failure = str(exc)
-            if failure is None and response is not None:
-                self._cache[url] = _Cached(response, now, now + _ttl(response.headers))
-                self._failed_until.pop(url, None)
-                return response
-            logger.warning("fetching token certificates failed", extra={"url": url, "error": failure})
-            if cached is not None:
-                cached.expires = now + REFRESH_MIN_INTERVAL_S
-                return cached.response
-            self._failed_until[url] = now + FAILURE_BACKOFF_S
-            if response is not None:
-                return response  # verify_token turns a non-200 answer into a TransportError
-            raise google_exceptions.TransportError(failure)  # type: ignore[no-untyped-call]
+                certificates, max_age = self._fetch(url)
+            except AuthUnavailable as exc:
+                logger.warning("fetching token certificates failed", extra={"url": url, "error": str(exc)})
+                if cached is not None:
+                    cached.expires = now + REFRESH_MIN_INTERVAL_S
+                    return cached.certificates
+                self._failed_until[url] = now + FAILURE_BACKOFF_S
+                raise
+            self._cache[url] = _Cached(certificates, now, now + max_age)
+            self._failed_until.pop(url, None)
+            return certificates
+
+    def _fetch(self, url: str) -> tuple[dict[str, str], float]:
+        """What ``google.oauth2.id_token`` fetches (a JSON object of key id to PEM), and for how long to keep it."""
+        self.fetches += 1
+        try:
+            response = self._inner(url, method="GET", timeout=FETCH_TIMEOUT_S)
+        except google_exceptions.TransportError as exc:
+            raise AuthUnavailable(str(exc)) from None
+        if response.status != 200:
+            raise AuthUnavailable(f"HTTP {response.status}")
+        try:
+            certificates = json.loads(response.data)
+        except ValueError:  # the endpoint answered 200 with something else (an HTML error page, say)
+            raise AuthUnavailable(f"the certificates at {url} are not JSON") from None
+        if not isinstance(certificates, dict) or "keys" in certificates:
+            # A JWK set ({"keys": [...]}) is what Google's v3 endpoint serves: AUTH_CERTS_URL must be the PEM one.
+            logger.error("AUTH_CERTS_URL does not serve PEM certificates by key id", extra={"url": url})
+            raise AuthUnavailable(f"the certificates at {url} are not PEM certificates by key id")
+        return certificates, _ttl(response.headers)
 
     def expire(self, url: str, min_age_s: float = REFRESH_MIN_INTERVAL_S) -> bool:
         """Make the next call fetch ``url`` again, if its answer is older than ``min_age_s``. True if so."""
@@ -160,25 +163,20 @@ class GoogleIdTokenVerifier:
     def __init__(
         self,
         audience: str,
-        certs_url: str = GOOGLE_CERTS_URL,
+        certs_url: str,
         allowed_emails: Iterable[str] = (),
-        request: CachingRequest | None = None,
+        certificates: CertificateCache | None = None,
     ) -> None:
         self.audience = audience
         self.certs_url = certs_url
         self.allowed_emails = frozenset(email.lower() for email in allowed_emails)
-        self.request = request or CachingRequest()
+        self.certificates = certificates or CertificateCache()
 
     def verify(self, token: str) -> Mapping[str, Any]:
         """The token's claims, or ``InvalidToken`` (401) / ``AuthUnavailable`` (503). Blocking: call in a thread."""
         if len(token) > MAX_TOKEN_CHARS:
             raise InvalidToken("invalid_token", "The bearer token is too long to be a Google ID token.")
-        try:
-            claims = self._verify_signed(token)
-        except (InvalidToken, AuthUnavailable):
-            raise
-        except Exception as exc:  # malformed tokens fail in many ways inside google-auth: all are a 401
-            raise _classify(exc) from None
+        claims = self._verify_signed(token)
         issuer = claims.get("iss")
         if not isinstance(issuer, str) or issuer not in GOOGLE_ISSUERS:  # a list or an object is no issuer either
             raise InvalidToken("wrong_issuer", "The token was not issued by Google (accounts.google.com).")
@@ -189,44 +187,48 @@ class GoogleIdTokenVerifier:
                 or claims.get("email_verified") is not True
                 or email.lower() not in self.allowed_emails
             ):
-                raise InvalidToken("forbidden_identity", "This identity may not call the service.", status=403)
+                raise ForbiddenIdentity("forbidden_identity", "This identity may not call the service.")
         return claims
 
     def _verify_signed(self, token: str) -> Mapping[str, Any]:
-        for attempt in range(2):
-            try:
-                return id_token.verify_token(
-                    token,
-                    self.request,
-                    audience=self.audience,
-                    certs_url=self.certs_url,
-                    clock_skew_in_seconds=CLOCK_SKEW_S,
-                )
-            except google_exceptions.TransportError as exc:
-                raise AuthUnavailable(str(exc)) from None
-            except json.JSONDecodeError as exc:  # the certificate endpoint answered 200 with something else
-                logger.warning("token certificates are not JSON", extra={"url": self.certs_url})
-                self.request.expire(self.certs_url)
-                raise AuthUnavailable(f"the certificates at {self.certs_url} are not JSON") from exc
-            except ImportError as exc:  # a JWK set needs PyJWT: AUTH_CERTS_URL must serve the PEM format
-                logger.error("AUTH_CERTS_URL serves JWKs; use Google's PEM endpoint", extra={"url": self.certs_url})
-                raise AuthUnavailable(str(exc)) from exc
-            except google_exceptions.MalformedError as exc:
-                # A key id we do not know: Google may have rotated its keys since we fetched them.
-                if attempt == 0 and "Certificate for key id" in str(exc) and self.request.expire(self.certs_url):
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        """The claims of a token Google signed, unexpired, for our audience (what ``verify_token`` checks)."""
+        certificates = self.certificates.get(self.certs_url)
+        try:
+            header = jwt.decode_header(token)  # type: ignore[no-untyped-call]
+        except Exception:  # malformed tokens fail in many ways inside google-auth: all are a 401
+            raise _not_a_token() from None
+        if header.get("alg") != GOOGLE_ALGORITHM:  # "none", HS256 keyed with a certificate, ...
+            raise _not_a_token()
+        key_id = header.get("kid")
+        # A key id we do not know: Google may have rotated its keys since we fetched them.
+        if isinstance(key_id, str) and key_id not in certificates and self.certificates.expire(self.certs_url):
+            certificates = self.certificates.get(self.certs_url)
+        try:
+            claims: Mapping[str, Any] = jwt.decode(  # type: ignore[no-untyped-call]
+                token, certs=certificates, audience=self.audience, clock_skew_in_seconds=CLOCK_SKEW_S
+            )
+        except google_exceptions.InvalidValue:
+            # With an RS256 header and RSA certificates, raised only once the signature checked out: the
+            # token's times or audience are wrong, and its (now trusted) claims say which.
+            raise self._refusal(jwt.decode(token, verify=False)) from None  # type: ignore[no-untyped-call]
+        except Exception:  # a bad signature, an unknown key id, a missing claim: all are a 401
+            raise _not_a_token() from None
+        return claims
+
+    def _refusal(self, claims: Mapping[str, Any]) -> InvalidToken:
+        """Why google-auth refused a validly signed token, checked in its order: ``iat``, ``exp``, ``aud``."""
+        now = time.time()
+        issued, expires = claims.get("iat"), claims.get("exp")
+        if isinstance(issued, int | float) and now < issued - CLOCK_SKEW_S:
+            return InvalidToken("invalid_token", "The token is not valid yet (check the caller's clock).")
+        if isinstance(expires, int | float) and expires + CLOCK_SKEW_S < now:
+            return InvalidToken("token_expired", "The token has expired. Fetch a new ID token and retry.")
+        if claims.get("aud") != self.audience:
+            return InvalidToken("wrong_audience", "The token was issued for another audience (see AUTH_AUDIENCE).")
+        return _not_a_token()
 
 
-def _classify(exc: Exception) -> InvalidToken:
-    message = str(exc)
-    if message.startswith("Token expired"):
-        return InvalidToken("token_expired", "The token has expired. Fetch a new ID token and retry.")
-    if message.startswith("Token used too early"):
-        return InvalidToken("invalid_token", "The token is not valid yet (check the caller's clock).")
-    if "wrong audience" in message:
-        return InvalidToken("wrong_audience", "The token was issued for another audience (see AUTH_AUDIENCE).")
+def _not_a_token() -> InvalidToken:
     return InvalidToken("invalid_token", "The bearer token is not a valid Google-signed ID token.")
 
 
@@ -240,50 +242,3 @@ def bearer_token(scope: Scope) -> str | None:
                 return token.strip()
             return None
     return None
-
-
-class IdTokenAuthMiddleware:
-    """Pure ASGI: refuses requests without a valid token before any route (or body read) runs."""
-
-    def __init__(self, app: ASGIApp, verifier: GoogleIdTokenVerifier, open_paths: Iterable[str] = OPEN_PATHS) -> None:
-        self.app = app
-        self.verifier = verifier
-        self.open_paths = frozenset(open_paths)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in self.open_paths):
-            await self.app(scope, receive, send)
-            return
-        token = bearer_token(scope)
-        try:
-            if token is None:
-                raise InvalidToken(
-                    "missing_token", "This service needs 'Authorization: Bearer <Google ID token>' on every request."
-                )
-            claims = await asyncio.to_thread(self.verifier.verify, token)
-        except (InvalidToken, AuthUnavailable) as exc:
-            if scope["type"] == "websocket":  # none today; a future one is closed too (1008: policy violation)
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            await _refuse(send, token, exc)
-            return
-        scope.setdefault("state", {})["auth_claims"] = claims
-        await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, token: str | None, exc: InvalidToken | AuthUnavailable) -> None:
-    if isinstance(exc, AuthUnavailable):
-        detail = "Tokens cannot be checked right now. Retry shortly."
-        await _send_json(send, 503, "auth_unavailable", detail, {"retry-after": "5"})
-        return
-    # RFC 6750: a challenge on every 401, with error="invalid_token" when a token was sent.
-    challenge = {"www-authenticate": "Bearer" if token is None else 'Bearer error="invalid_token"'}
-    await _send_json(send, exc.status, exc.code, exc.message, challenge if exc.status == 401 else {})
-
-
-async def _send_json(send: Send, status: int, code: str, detail: str, headers: dict[str, str]) -> None:
-    body = json.dumps({"detail": detail, "code": code}).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import ByteSize, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backend.auth import GOOGLE_CERTS_URL
 from backend.classifier import EMBEDDED_MODEL, ImageLimits, ModelSpec, RuntimeName
 from backend.server import ConnectionLimits
+from common.settings import CommaSeparated
 
 KiB = 1024
 MiB = 1024 * KiB
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
 def _default_cache_dir() -> Path:
@@ -72,7 +73,7 @@ class Settings(BaseSettings):
     header_timeout_s: PositiveFloat = Field(10.0, description="from a request's first byte to its last header")
     keep_alive_timeout_s: PositiveFloat = Field(75.0, description="idle connections, new ones included")
     max_connections: PositiveInt = Field(1000, description="open connections; beyond, 503 at once")
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: CommaSeparated = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
     shutdown_grace_s: PositiveFloat = Field(8.0, description="time in-flight requests get after SIGTERM")
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     # --- optional token check, for hosting outside Cloud Run (there, the platform's IAM check does it)
     auth_audience: str | None = Field(None, description="require a Google-signed ID token with this audience")
     auth_certs_url: str = Field(GOOGLE_CERTS_URL, description="Google's token signing certificates (PEM format)")
-    auth_allowed_emails: Annotated[list[str], NoDecode] = Field(
+    auth_allowed_emails: CommaSeparated = Field(
         default_factory=list, description="with AUTH_AUDIENCE: only these verified token emails may call"
     )
 
@@ -88,13 +89,6 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("auth_allowed_emails", mode="before")
-    @classmethod
-    def _split_emails(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [email.strip() for email in value.split(",") if email.strip()]
-        return value
 
     @model_validator(mode="after")
     def _one_request_fits(self) -> Settings:
@@ -109,13 +103,6 @@ class Settings(BaseSettings):
                 f"({self.upload_memory_bytes}): a request that large could never be read"
             )
         return self
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,8 +1,14 @@
-"""Mapping failures to HTTP answers: every error is JSON with a message that says what to do."""
+"""Mapping failures to HTTP answers: every error is JSON with a message that says what to do.
+
+``ANSWERS`` is the one place that says which status, code and ``Retry-After`` each kind of failure gets;
+one handler answers them all, and the token middleware answers its refusals from the same table.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from backend.auth import AuthUnavailable, ForbiddenIdentity, InvalidToken
 from backend.batching import BatcherClosed, QueueFull
 from backend.classifier import (
     DecoderBusy,
@@ -22,20 +29,86 @@ from backend.classifier import (
 )
 from backend.schemas import ErrorResponse
 from backend.service import ImageFailed, NotReady
-from backend.uploads import UploadError
+from backend.uploads import InvalidUpload, UnsupportedUpload, UploadMemoryFull, UploadTooLarge
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_STATUS: dict[type[ImageError], int] = {
-    ImageTooLarge: 413,
-    UnsupportedImage: 415,
-    DecodeTimeout: 422,
-    InvalidImage: 400,
+# Retry-After, in seconds: a budget or queue that is full now has room a moment later; a model that is
+# loading, or token certificates that cannot be fetched, take longer.
+RETRY_SOON_S = 1
+RETRY_LATER_S = 5
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How one kind of failure is answered."""
+
+    status: int
+    code: str | None = None  # None: the exception's own ``code``
+    retry_after_s: int | None = None
+    detail: str | None = None  # None: the exception's own ``message``; ``{exc}`` stands for the exception
+
+
+ANSWERS: dict[type[BaseException], Answer] = {
+    # what the caller sent
+    InvalidUpload: Answer(400),
+    UploadTooLarge: Answer(413),
+    UnsupportedUpload: Answer(415),
+    ImageError: Answer(400),
+    InvalidImage: Answer(400),
+    ImageTooLarge: Answer(413),
+    UnsupportedImage: Answer(415),
+    DecodeTimeout: Answer(422),
+    RequestValidationError: Answer(422, "invalid_request"),
+    # who the caller is (answered by the token middleware, before any route)
+    InvalidToken: Answer(401),
+    ForbiddenIdentity: Answer(403),
+    AuthUnavailable: Answer(
+        503, "auth_unavailable", RETRY_LATER_S, "Tokens cannot be checked right now. Retry shortly."
+    ),
+    # the server is full for a moment
+    UploadMemoryFull: Answer(503, retry_after_s=RETRY_SOON_S),
+    QueueFull: Answer(503, "overloaded", RETRY_SOON_S, "The server is at capacity ({exc}). Retry after a second."),
+    DecoderBusy: Answer(503, retry_after_s=RETRY_SOON_S),
+    # the model is not serving
+    NotReady: Answer(503, retry_after_s=RETRY_LATER_S),
+    DecoderClosed: Answer(503, "model_stopping", RETRY_SOON_S),
+    BatcherClosed: Answer(503, "model_stopping", RETRY_SOON_S, "The server is shutting down. Retry."),
+    # the connection
+    ClientDisconnect: Answer(
+        499, "client_disconnected", detail="The client closed the connection before the upload ended."
+    ),
+    TimeoutError: Answer(504, "timeout", detail="The request took too long. Retry, or send fewer or smaller images."),
+    # anything else is a bug of ours
+    Exception: Answer(500, "internal_error", detail="Internal error; it has been logged."),
 }
-RETRY_AFTER_S = "1"
+
+
+class _Explained(Protocol):
+    code: str
+    message: str
+
+
+def answer_for(exc: BaseException) -> Answer:
+    """The table's entry for ``exc``: its own class's, or its nearest base class's (as handlers are found)."""
+    return next(ANSWERS[cls] for cls in type(exc).__mro__ if cls in ANSWERS)
 
 
 def error_response(
+    exc: BaseException, detail: str | None = None, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
+    """The JSON answer to ``exc``, as ``ANSWERS`` says; ``detail`` replaces the table's or the exception's."""
+    answer = answer_for(exc)
+    own = cast(_Explained, exc)  # where the table gives no code or detail, the exception has its own
+    code = answer.code or own.code
+    if detail is None:
+        detail = answer.detail.format(exc=exc) if answer.detail else own.message
+    if answer.retry_after_s is not None:
+        headers = {"Retry-After": str(answer.retry_after_s), **(headers or {})}
+    return json_error(answer.status, code, detail, headers, **extra)
+
+
+def json_error(
     status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: object
 ) -> JSONResponse:
     body = ErrorResponse(detail=detail, code=code, **extra)
@@ -56,76 +129,32 @@ PREDICT_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(UploadError)
-    async def _upload(_: Request, exc: UploadError) -> JSONResponse:
-        headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
-        return error_response(exc.status, exc.code, exc.message, headers)
-
-    @app.exception_handler(DecoderBusy)
-    async def _decoders_busy(_: Request, exc: DecoderBusy) -> JSONResponse:
-        return error_response(503, exc.code, exc.message, {"Retry-After": RETRY_AFTER_S})
-
-    @app.exception_handler(DecoderClosed)
-    async def _decoders_closed(_: Request, exc: DecoderClosed) -> JSONResponse:
-        return error_response(503, "model_stopping", exc.message, {"Retry-After": RETRY_AFTER_S})
-
-    @app.exception_handler(ImageFailed)
-    async def _image(_: Request, exc: ImageFailed) -> JSONResponse:
-        status = next((s for cls, s in _IMAGE_STATUS.items() if isinstance(exc.error, cls)), 400)
+async def _answer(request: Request, exc: Exception) -> JSONResponse:
+    """The one exception handler: every failure in ``ANSWERS``, and the framework's own errors."""
+    if isinstance(exc, ImageFailed):  # one image of several: answered as that image's error, naming it
         name = exc.filename or f"image {exc.index + 1}"
-        return error_response(
-            status, exc.error.code, f"{name}: {exc.error.message}", filename=exc.filename, index=exc.index
-        )
-
-    @app.exception_handler(NotReady)
-    async def _not_ready(_: Request, exc: NotReady) -> JSONResponse:
-        return error_response(503, f"model_{exc.state}", exc.message, {"Retry-After": "5"})
-
-    @app.exception_handler(QueueFull)
-    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
-        request.app.state.metrics.rejected.inc()
-        return error_response(
-            503,
-            "overloaded",
-            f"The server is at capacity ({exc}). Retry after a second.",
-            {"Retry-After": RETRY_AFTER_S},
-        )
-
-    @app.exception_handler(BatcherClosed)
-    async def _closed(_: Request, exc: BatcherClosed) -> JSONResponse:
-        return error_response(
-            503, "model_stopping", "The server is shutting down. Retry.", {"Retry-After": RETRY_AFTER_S}
-        )
-
-    @app.exception_handler(ClientDisconnect)
-    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
-        # The client left before sending its whole body: nobody will read this answer. Not an error of
-        # ours, so no stack trace; 499 (nginx's "client closed request") keeps it apart in the metrics.
-        logger.info("client disconnected during the upload", extra={"path": request.url.path})
-        return error_response(499, "client_disconnected", "The client closed the connection before the upload ended.")
-
-    @app.exception_handler(TimeoutError)
-    async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:
-        return error_response(504, "timeout", "The request took too long. Retry, or send fewer or smaller images.")
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(exc.error, f"{name}: {exc.error.message}", filename=exc.filename, index=exc.index)
+    if isinstance(exc, RequestValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err.get('loc', ()) if p not in ('query', 'body'))}: {err.get('msg')}"
             for err in exc.errors()
         )
-        return error_response(422, "invalid_request", f"Invalid request: {problems}.")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc, f"Invalid request: {problems}.")
+    if isinstance(exc, StarletteHTTPException):  # routing's own answers (404, 405): their status is theirs
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         detail = str(exc.detail)
         if exc.status_code in (404, 405):
             detail = f"{detail}: {request.method} {request.url.path}. The API is described at /docs."
-        return error_response(exc.status_code, code, detail, dict(exc.headers) if exc.headers else None)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return json_error(exc.status_code, code, detail, dict(exc.headers) if exc.headers else None)
+    if isinstance(exc, ClientDisconnect):
+        # The client left before sending its whole body: nobody will read this answer. Not an error of
+        # ours, so no stack trace; 499 (nginx's "client closed request") keeps it apart in the metrics.
+        logger.info("client disconnected during the upload", extra={"path": request.url.path})
+    elif answer_for(exc).status == 500:
         logger.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(500, "internal_error", "Internal error; it has been logged.")
+    return error_response(exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for exc_type in (*ANSWERS, ImageFailed, StarletteHTTPException):
+        app.add_exception_handler(exc_type, _answer)

@@ -1,17 +1,22 @@
-"""One pure-ASGI middleware for what every request needs: metrics, a structured access log, security headers."""
+"""Pure-ASGI middleware: what every request needs (metrics, an access log, security headers), and the token check."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.auth import AuthUnavailable, GoogleIdTokenVerifier, InvalidToken, bearer_token
+from backend.errors import answer_for, error_response
 from backend.metrics import Metrics
 
 logger = logging.getLogger("backend.access")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+OPEN_PATHS: Final = frozenset({"/health", "/ready"})  # probes need no token
 
 
 class ObservabilityMiddleware:
@@ -65,3 +70,36 @@ class ObservabilityMiddleware:
         }
         level = logging.WARNING if status >= 500 else logging.INFO
         logger.log(level, "%s %s %d", scope["method"], scope["path"], status, extra={"httpRequest": http_request})
+
+
+class IdTokenAuthMiddleware:
+    """Refuses requests without a valid token (``backend.auth``) before any route, or body read, runs."""
+
+    def __init__(self, app: ASGIApp, verifier: GoogleIdTokenVerifier, open_paths: Iterable[str] = OPEN_PATHS) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in self.open_paths):
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        try:
+            if token is None:
+                raise InvalidToken(
+                    "missing_token", "This service needs 'Authorization: Bearer <Google ID token>' on every request."
+                )
+            claims = await asyncio.to_thread(self.verifier.verify, token)
+        except (InvalidToken, AuthUnavailable) as exc:
+            if scope["type"] == "websocket":  # none today; a future one is closed too (1008: policy violation)
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            # RFC 6750: a challenge on every 401, with error="invalid_token" when a token was sent.
+            challenge = {"WWW-Authenticate": "Bearer" if token is None else 'Bearer error="invalid_token"'}
+            await error_response(exc, headers=challenge if answer_for(exc).status == 401 else None)(
+                scope, receive, send
+            )
+            return
+        scope.setdefault("state", {})["auth_claims"] = claims
+        await self.app(scope, receive, send)

@@ -35,6 +35,7 @@ class NotReady(Exception):
     def __init__(self, state: State, message: str) -> None:
         super().__init__(message)
         self.state = state
+        self.code = f"model_{state}"
         self.message = message
 
 
@@ -177,6 +178,7 @@ class ModelService:
         """
         limit = self.capacity if images == 1 else max(self.capacity - self.capacity // 4, self.settings.max_files)
         if self.admitted + images > limit:
+            self.metrics.rejected.inc()
             raise QueueFull(f"{self.admitted} images are being processed, the limit is {limit}")
 
     async def classify(self, uploads: Sequence[Upload], top_k: int) -> list[ImageResult]:
@@ -186,6 +188,9 @@ class ModelService:
         try:
             prepared = await self._prepare_all(decoders, uploads)
             rows = await batcher.submit([p.pixels for p in prepared])
+        except QueueFull:
+            self.metrics.rejected.inc()
+            raise
         finally:
             self.admitted -= len(uploads)
         self.metrics.images.inc(len(rows))

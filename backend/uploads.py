@@ -41,14 +41,28 @@ _TRIM_DELAY_S: Final = 1.0
 
 
 class UploadError(Exception):
-    """The request body is not something we can take images from. ``status`` is the HTTP status to answer."""
+    """The request body is not something we can take images from (its HTTP answer: ``backend.errors``)."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after: str | None = None) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
-        self.retry_after = retry_after
+
+
+class InvalidUpload(UploadError):
+    """Malformed, empty, or without an image."""
+
+
+class UploadTooLarge(UploadError):
+    """Over a byte or count limit."""
+
+
+class UnsupportedUpload(UploadError):
+    """A content type images cannot be taken from."""
+
+
+class UploadMemoryFull(UploadError):
+    """The memory budget for request bodies is spent: retry in a moment."""
 
 
 class MemoryBudget:
@@ -98,11 +112,8 @@ class BodyLease:
     def grow(self, n: int) -> None:
         budget = self.budget
         if budget.in_use + n > budget.limit:
-            raise UploadError(
-                503,
-                "server_busy",
-                "The server is holding as many uploads in memory as it allows. Retry in a second.",
-                retry_after="1",
+            raise UploadMemoryFull(
+                "server_busy", "The server is holding as many uploads in memory as it allows. Retry in a second."
             )
         budget.in_use += n
         self.size += n
@@ -135,14 +146,13 @@ def clean_filename(raw: str | None) -> str | None:
 
 
 def _too_large(limit: int) -> UploadError:
-    return UploadError(
-        413, "image_too_large", f"An image is larger than the limit of {limit / 1_000_000:.1f} MB. Send a smaller one."
+    return UploadTooLarge(
+        "image_too_large", f"An image is larger than the limit of {limit / 1_000_000:.1f} MB. Send a smaller one."
     )
 
 
 def _request_too_large(size: int, limit: int, *, declared: bool) -> UploadError:
-    return UploadError(
-        413,
+    return UploadTooLarge(
         "request_too_large",
         f"The request is {'' if declared else 'over '}{size / 1_000_000:.1f} MB; the limit is "
         f"{limit / 1_000_000:.1f} MB per request. Send fewer images per request, or smaller ones.",
@@ -178,15 +188,14 @@ async def read_uploads(
     if mime == b"multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary or len(boundary) > MAX_BOUNDARY:
-            raise UploadError(
-                400,
+            raise InvalidUpload(
                 "invalid_multipart",
                 f"The multipart boundary in the Content-Type header must be 1 to {MAX_BOUNDARY} characters long.",
             )
         return await _read_multipart(boundary, counted, lease, max_files=max_files, max_image_bytes=max_image_bytes)
     if mime.startswith(b"multipart/"):
-        raise UploadError(
-            415, "unsupported_media_type", "Send images as multipart/form-data 'file' parts or as a raw image body."
+        raise UnsupportedUpload(
+            "unsupported_media_type", "Send images as multipart/form-data 'file' parts or as a raw image body."
         )
     data = lease.buffer()
     async for chunk in counted:
@@ -194,8 +203,7 @@ async def read_uploads(
             raise _too_large(max_image_bytes)
         data += chunk
     if not data:
-        raise UploadError(
-            400,
+        raise InvalidUpload(
             "no_image",
             "The request has no image. Send it as a form field (curl -F file=@cat.jpg ...) "
             "or as the body (curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' ...).",
@@ -217,7 +225,7 @@ async def _read_multipart(
                 break  # what follows the closing boundary is not read (the server drops it, within a bound)
         parser.finalize()
     except MultipartParseError as exc:
-        raise UploadError(400, "invalid_multipart", f"The multipart body is malformed: {exc}") from None
+        raise InvalidUpload("invalid_multipart", f"The multipart body is malformed: {exc}") from None
     if reader.error is not None:
         raise reader.error
     return _uploads_from(reader.parts)
@@ -276,10 +284,10 @@ class _MultipartReader:
         part.is_image = part.name in IMAGE_FIELDS or (part.filename is not None and not part.name)
         images = sum(p.is_image for p in self.parts)
         if images > self.max_files:
-            self.fail(UploadError(413, "too_many_files", f"Too many images: at most {self.max_files} per request."))
+            self.fail(UploadTooLarge("too_many_files", f"Too many images: at most {self.max_files} per request."))
         if len(self.parts) - images > _MAX_OTHER_PARTS:
             self.fail(
-                UploadError(413, "too_many_parts", f"Too many form fields: send at most {self.max_files} 'file' parts.")
+                UploadTooLarge("too_many_parts", f"Too many form fields: send at most {self.max_files} 'file' parts.")
             )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -288,9 +296,7 @@ class _MultipartReader:
         limit = self.max_image_bytes if part.is_image else _MAX_OTHER_PART_BYTES
         if part.size > limit:
             self.fail(
-                _too_large(limit)
-                if part.is_image
-                else UploadError(413, "field_too_large", "A form field is too large.")
+                _too_large(limit) if part.is_image else UploadTooLarge("field_too_large", "A form field is too large.")
             )
         elif part.is_image:
             part.data += data[start:end]
@@ -304,10 +310,8 @@ def _uploads_from(parts: list[_Part]) -> list[Upload]:
     if not uploads:
         names = sorted({p.name for p in parts if p.name})
         sent = f" (the form had: {', '.join(names)})" if names else ""
-        raise UploadError(
-            400, "no_image", f"The form has no 'file' part{sent}. Send images as: curl -F file=@cat.jpg ..."
-        )
+        raise InvalidUpload("no_image", f"The form has no 'file' part{sent}. Send images as: curl -F file=@cat.jpg ...")
     for upload in uploads:
         if not upload.data:
-            raise UploadError(400, "empty_file", f"The file {upload.filename or '(unnamed)'} is empty (0 bytes).")
+            raise InvalidUpload("empty_file", f"The file {upload.filename or '(unnamed)'} is empty (0 bytes).")
     return uploads

@@ -126,7 +126,7 @@ class DecoderSettings:
 
 Buffer = bytes | bytearray | memoryview
 Lease = Callable[[int], bytes]  # bytes wanted -> GRANTED, BUSY or TOO_LARGE
-_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _LENGTH: Final = struct.Struct("!i")
 _LONG_LENGTH: Final = struct.Struct("!Q")
 

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.deps import ServiceDep, SettingsDep
+from backend.errors import RETRY_LATER_S
 from backend.schemas import ErrorResponse, HealthResponse, ModelResponse, PreprocessingInfo, ReadyResponse
 from backend.service import ModelService
 
@@ -36,7 +37,7 @@ async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
         return ReadyResponse(status="ready")
     state = "stopping" if service.draining else service.state
     body = ReadyResponse(status=state, detail=service.error)
-    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": str(RETRY_LATER_S)})
 
 
 @router.get(

@@ -70,7 +70,7 @@ async def predict(
     ```
     """
     started = time.perf_counter()
-    service.ensure_ready()  # answer 503 before reading a body we could not use
+    classifier, _, _ = service.ensure_ready()  # answer 503 before reading a body we could not use
     service.ensure_capacity()
     k = top_k or settings.default_top_k
     length = request.headers.get("content-length")
@@ -86,9 +86,8 @@ async def predict(
                 max_request_bytes=settings.max_request_bytes,
             )
             results = await service.classify(uploads, k)
-    model = service.classifier.info.name if service.classifier else settings.model_name
     return PredictResponse(
-        model=model,
+        model=classifier.info.name,
         top_k=len(results[0].predictions),  # k, or the number of classes if fewer
         results=[
             ImagePrediction(

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from backend.auth import GoogleIdTokenVerifier, InvalidToken
+from backend.errors import answer_for
 from frontend.auth import fetch_google_id_token, token_claims
 from frontend.discovery import MetadataServer, MetadataUnreachable
 from tests.cloudrun.metadata import MetadataState, point_google_auth_at
@@ -75,7 +76,7 @@ def test_it_can_mint_for_another_audience_or_be_another_account(
     metadata_state.email = "someone-else@example-project.iam.gserviceaccount.com"
     with pytest.raises(InvalidToken) as caught:
         verifier.verify(fetch_google_id_token(AUDIENCE))
-    assert (caught.value.code, caught.value.status) == ("forbidden_identity", 403)
+    assert (caught.value.code, answer_for(caught.value).status) == ("forbidden_identity", 403)
 
 
 def test_application_default_credentials_come_from_it(metadata_state: MetadataState) -> None:

@@ -17,9 +17,11 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from backend.app import create_app
-from backend.auth import AuthUnavailable, CachingRequest, GoogleIdTokenVerifier, IdTokenAuthMiddleware, InvalidToken
+from backend.auth import AuthUnavailable, CertificateCache, ForbiddenIdentity, GoogleIdTokenVerifier, InvalidToken
 from backend.classifier import Classifier
 from backend.config import Settings
+from backend.errors import answer_for
+from backend.middleware import IdTokenAuthMiddleware
 from tests.hostile.corpus import cat_jpeg
 from tests.security.tokens import (
     AUDIENCE,
@@ -106,6 +108,15 @@ def test_every_bad_token_is_refused_and_a_good_one_accepted(
         "issued in the future": (_bearer(google_key.sign(claims(issued=now + 3600))), "invalid_token"),
         "signed by another key, our key id": (_bearer(other_key.sign(claims(), kid=google_key.kid)), "invalid_token"),
         "signed by another key, its key id": (_bearer(other_key.sign(claims())), "invalid_token"),
+        # A forged token is refused as forged, whatever its (untrusted) claims say.
+        "expired, signed by another key": (
+            _bearer(other_key.sign(claims(issued=now - 7200, lifetime_s=3600), kid=google_key.kid)),
+            "invalid_token",
+        ),
+        "wrong audience, signed by another key": (
+            _bearer(other_key.sign(claims(audience="https://other.example"), kid=google_key.kid)),
+            "invalid_token",
+        ),
         "alg none": (_bearer(unsigned_token(claims(), google_key.kid)), "invalid_token"),
         "HS256 keyed with the certificate": (
             _bearer(hmac_token(claims(), google_key.certificate_pem.encode(), google_key.kid)),
@@ -173,7 +184,8 @@ def test_the_issuer_is_checked_before_the_caller(cert_server: CertServer, google
     verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, allowed_emails=[CALLER])
     with pytest.raises(InvalidToken) as caught:
         verifier.verify(google_key.sign(claims(iss="https://evil.example", email="someone@evil.example")))
-    assert (caught.value.code, caught.value.status) == ("wrong_issuer", 401)
+    assert not isinstance(caught.value, ForbiddenIdentity)
+    assert (caught.value.code, answer_for(caught.value).status) == ("wrong_issuer", 401)
 
 
 def _tamper(token: str) -> str:
@@ -191,9 +203,12 @@ def test_health_and_ready_stay_open_and_everything_else_is_closed(
     client = make_client()  # which waited for /ready without a token
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 200
-    for path in ("/model", "/metrics", "/docs", "/openapi.json", "/nonexistent"):
+    # With a token, each route answers as it does without the check: the token opened it, nothing else.
+    answers = {"/model": 200, "/metrics": 200, "/docs": 200, "/openapi.json": 200, "/nonexistent": 404}
+    for path, status in answers.items():
         _refused(client.get(path), "missing_token")
-        assert client.get(path, headers=_bearer(google_key.sign(claims()))).status_code in (200, 404)
+        assert client.get(path, headers=_bearer(google_key.sign(claims()))).status_code == status, path
+    assert client.get("/nonexistent", headers=_bearer(google_key.sign(claims()))).json()["code"] == "not_found"
 
 
 def test_allowed_emails_restrict_who_may_call(make_client: Callable[..., TestClient], google_key: SigningKey) -> None:
@@ -256,7 +271,7 @@ def test_certificates_expire_rotate_and_survive_outages(
 ) -> None:
     clock = FakeClock()
     cert_server.max_age_s = 600
-    verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, request=CachingRequest(clock=clock))
+    verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, certificates=CertificateCache(clock=clock))
     token = google_key.sign(claims())
     verifier.verify(token)
     assert cert_server.hits == 1
@@ -295,7 +310,7 @@ def test_certificates_expire_rotate_and_survive_outages(
 def test_certificate_outage_with_nothing_cached_is_a_503(cert_server: CertServer, google_key: SigningKey) -> None:
     clock = FakeClock()
     cert_server.status = 503
-    verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, request=CachingRequest(clock=clock))
+    verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, certificates=CertificateCache(clock=clock))
     token = google_key.sign(claims())
     with pytest.raises(AuthUnavailable):
         verifier.verify(token)
@@ -307,7 +322,7 @@ def test_certificate_outage_with_nothing_cached_is_a_503(cert_server: CertServer
     assert verifier.verify(token)["email"] == CALLER
 
     cert_server.body = b"<html>not json</html>"
-    garbage = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, request=CachingRequest(clock=clock))
+    garbage = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, certificates=CertificateCache(clock=clock))
     with pytest.raises(AuthUnavailable):
         garbage.verify(token)
 
