@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from tests.support import backend_server
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model cache holding the embedded model's ONNX export, made once per test session."""
-    cache = tmp_path_factory.mktemp("model-cache")
+    """A model cache holding the embedded model's ONNX export, made once per test session (or kept in
+    ``$TEST_MODEL_CACHE``: ``make mutate`` starts a session per mutant and exports once for all of them)."""
+    kept = os.environ.get("TEST_MODEL_CACHE")
+    cache = Path(kept) if kept else tmp_path_factory.mktemp("model-cache")
     load_classifier(ModelSpec(), runtime="onnx", cache_dir=cache)
     return cache
 

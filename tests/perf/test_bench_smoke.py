@@ -1,24 +1,103 @@
 """The benchmark's machinery, end to end in a very short mode: real servers, real wrk, a full report.
 
 No figure is judged here (the machine is shared and tiny runs are noisy): the test checks that every
-measurement ran, that no request failed, and that the report, the plot and the JSON are complete.
+measurement ran, that no request failed, that each target's verdict is the one its own figures give, and
+that the report, the plot and the JSON are complete. The verdicts' rules are checked on made-up figures,
+either side of each bound, without running anything.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.report import SECTIONS
+from bench.inprocess import PipelineRun, Rate, RuntimeCeiling
+from bench.report import SECTIONS, Results, targets
+from bench.server import LoadResult, MemorySample
 from tests.support import ROOT, need_executable
 
-pytestmark = pytest.mark.slow
+MiB = 2**20
 
 
+def _load(config: str, image: str, clients: int, per_second: float = 0.0, p50_ms: float = 0.0) -> LoadResult:
+    return LoadResult(
+        config, image, clients, int(per_second * 10), 10.0, 0, p50_ms, p50_ms, p50_ms, p50_ms, p50_ms, 1, 1
+    )
+
+
+def _results(
+    fast: float = 90, naive: float = 20, p50: float = 11, phone: float = 20, cold: float = 2, rss: float = 104
+) -> Results:
+    """A run whose every figure meets its target unless overridden: ceiling 100 images/s, 10 ms per image."""
+    onnx = RuntimeCeiling("onnx", 1, pipeline=[PipelineRun("overlapped", 1, 1, Rate(1000, 10.0))], single_image_ms=10)
+    return Results(
+        command="",
+        started="",
+        options={},
+        machine={},
+        ceilings={"onnx": onnx},
+        load=[
+            _load("fast", "640x480", 4, per_second=fast),
+            _load("naive", "640x480", 4, per_second=naive),
+            _load("fast", "640x480", 1, p50_ms=p50),
+            _load("fast", "4032x3024", 1, p50_ms=phone),
+        ],
+        cold_starts={"fast": [cold]},
+        memory=[MemorySample(8, 100 * MiB), MemorySample(16, int(rss * MiB))],
+        memory_checkpoints=(8, 16),
+    )
+
+
+@pytest.mark.parametrize(
+    ("figures", "missed"),
+    [
+        ({}, None),
+        ({"fast": 85, "naive": 85 / 3, "p50": 12, "phone": 24, "cold": 3, "rss": 105}, None),  # each on its bound
+        ({"rss": 95}, None),  # shrinking by 5% is within 5% too
+        ({"fast": 84.9}, 0),  # below 0.85x the in-process ceiling
+        ({"naive": 30.1}, 1),  # under 3x the naive server
+        ({"p50": 12.1}, 2),  # over 1.2x the in-process single-image time
+        ({"phone": 22.1}, 3),  # a 12-megapixel photo over 2x a 640x480 one
+        ({"cold": 3.01}, 4),  # cold start over 3 s
+        ({"rss": 105.2}, 5),  # memory grew over 5%
+        ({"rss": 94.8}, 5),  # or shrank over 5%
+    ],
+)
+def test_each_target_is_met_exactly_when_its_figure_is_within_its_bound(
+    figures: dict[str, float], missed: int | None
+) -> None:
+    found = targets(_results(**figures))
+    assert len(found) == 6
+    assert [t.met for t in found] == [i != missed for i in range(6)], [(t.name, t.measured) for t in found]
+
+
+def _verdicts_from_figures(results: dict[str, Any]) -> list[bool]:
+    """Each target's verdict worked out again from the JSON's raw figures, in the order of the targets."""
+    load = {(r["config"], r["image"], r["clients"]): r for r in results["load"]}
+    clients = max(c for (_, image, c) in load if image == "640x480")
+    fast, naive, one = load["fast", "640x480", clients], load["naive", "640x480", clients], load["fast", "640x480", 1]
+    phone = load["fast", "4032x3024", 1]
+    onnx = results["ceilings"]["onnx"]
+    rss = {sample["requests"]: sample["rss_bytes"] for sample in results["memory"]}
+    first, second = results["memory_checkpoints"]
+    return [
+        fast["per_second"] / onnx["ceiling"]["rate"]["per_second"] >= 0.85,
+        fast["per_second"] / naive["per_second"] >= 3,
+        one["p50_ms"] / onnx["single_image_ms"] <= 1.2,
+        phone["p50_ms"] / one["p50_ms"] <= 2,
+        statistics.mean(results["cold_starts"]["fast"]) <= 3.0,
+        abs(rss[second] - rss[first]) / rss[first] <= 0.05,
+    ]
+
+
+@pytest.mark.slow
 def test_a_very_short_benchmark_writes_every_section(model_cache: Path, tmp_path: Path) -> None:
     need_executable("wrk")
     report, plot, raw = tmp_path / "BENCHMARKS.md", tmp_path / "docs" / "plot.png", tmp_path / "bench.json"
@@ -64,11 +143,18 @@ def test_a_very_short_benchmark_writes_every_section(model_cache: Path, tmp_path
         for config in ("naive", "fast")
         for image, clients in (("640x480", 1), ("640x480", 4), ("4032x3024", 1))
     }
-    assert all(r["requests"] > 0 and r["errors"] == 0 and r["wrk_cpu_s"] >= 0 for r in results["load"])
+    for run in results["load"]:
+        assert run["requests"] > 0, run
+        assert run["errors"] == 0, run
+        # Both were measured: any second of load costs the server and wrk some CPU, and one wrk thread can use
+        # at most one CPU (plus start-up) while it runs.
+        assert run["server_cpu_s"] > 0, run
+        assert 0 < run["wrk_cpu_s"] <= run["seconds"] + 1, run
+        assert run["wrk_cpu_s"] < run["seconds"] * (os.cpu_count() or 1), run
     assert set(results["cold_starts"]) == {"fast", "naive"}
     assert [s["requests"] for s in results["memory"]] == [0, 2, 4, 6, 8, 10, 12, 14, 16]
     assert len(results["targets"]) == 6
-    assert all(t["met"] in (True, False) for t in results["targets"])
+    assert [t["met"] for t in results["targets"]] == _verdicts_from_figures(results)
 
     assert "verdict" in done.stdout  # the tables are printed too
     assert "images/s" in done.stdout
