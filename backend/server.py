@@ -6,9 +6,9 @@ connection that never sent a request (its keep-alive timer starts after the firs
 sockets exhausted 1,024 descriptors and every new request failed without a log line), drains the unread
 body after an early response without bound, and answers its own concurrency limit in plain text.
 
-The alternatives, measured with this app (``docs/reliability.md``, "The HTTP server"): the same images/s
-at 1 and 16 clients for uvicorn with h11, with httptools, with httptools and this module, and granian
-(within 1%: the model is the work). uvicorn's h11 answers oversized headers 400, not 431, and has no header
+The alternatives, measured with this app (``docs/reliability.md``, "The HTTP server", has the figures):
+the same images/s at 1 and 16 clients for uvicorn with h11, with httptools, with httptools and this
+module, and granian (the model is the work). uvicorn's h11 answers oversized headers 400, not 431, and has no header
 timeout either; granian 2.8 answers 431 (empty body, after reading 434 kB of a 1 MB header) and has a header
 timeout (30 s by default), but kept silent and slowloris connections open, has no connection limit, and
 would replace the process model, signals and logging this service is tested with. So this module keeps

@@ -145,7 +145,8 @@ class ModelService:
             cpu_seconds=settings.decode_timeout_s,
             memory_bytes=settings.decode_memory_bytes,
             # Two per CPU: while one process waits for its next image, another decodes (one per CPU left
-            # the CPUs idle between images: 6% fewer images/s at 16 clients than decoding in threads).
+            # the CPUs idle between images: fewer images/s than decoding in threads;
+            # BENCHMARKS.md, "Measurements behind the code").
             workers=settings.decode_processes or 2 * cpus,
             slow_workers=cpus,
         )

@@ -82,8 +82,9 @@ class MemoryBudget:
         finally:
             for buffer in lease.buffers:
                 # The memory goes now, even if an exception's traceback (a reference cycle, collected
-                # much later) still holds the object: without this, 20 MB uploads refused with 503 kept
-                # +40 to +140 MB resident. A buffer a decoder's I/O thread is still sending is left alone.
+                # much later) still holds the object: without this, large uploads refused with 503 kept
+                # their memory resident (BENCHMARKS.md, "Measurements behind the code").
+                # A buffer a decoder's I/O thread is still sending is left alone.
                 with contextlib.suppress(BufferError):
                     buffer.clear()
             self.in_use -= lease.size

@@ -30,6 +30,8 @@ SECTIONS = (
     "## Memory",
     "## How to read this",
 )
+# Written by hand in BENCHMARKS.md: a run keeps it (from its heading to the end) when it rewrites the report.
+KEPT_SECTION = "## Measurements behind the code"
 LIBRARIES = ("onnxruntime", "torch", "numpy", "pillow", "fastapi", "uvicorn", "starlette", "pydantic")
 
 
@@ -255,7 +257,14 @@ def markdown(results: Results, plot: Path | None, output: Path) -> str:
         "- Latency percentiles are wrk's, per request, from sending the request to the last byte of the answer.",
         "",
     ]
-    return "\n".join(parts)
+    return "\n".join(parts) + kept_section(output)
+
+
+def kept_section(output: Path) -> str:
+    """The hand-written ``KEPT_SECTION`` of the report at ``output``, with the blank line before it, or ''."""
+    previous = output.read_text(encoding="utf-8") if output.is_file() else ""
+    start = previous.find(f"\n{KEPT_SECTION}\n")
+    return previous[start:] if start >= 0 else ""
 
 
 def _ceiling_section(results: Results, opts: dict[str, Any]) -> list[str]:

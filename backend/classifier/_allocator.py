@@ -20,7 +20,8 @@ def release_large_buffers_to_the_os() -> None:
 
     Called by ``load_classifier`` for ONNX Runtime only (it allocates from its own arena, and serving
     throughput measured the same either way). Eager PyTorch allocates its activations with malloc on
-    every forward pass: mapping and unmapping them each time made it 2.5x slower, so it is left alone.
+    every forward pass: mapping and unmapping them each time made it several times slower, so it is left
+    alone (BENCHMARKS.md, "Measurements behind the code").
     """
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
@@ -35,7 +36,7 @@ def return_free_memory() -> None:
     """Give the operating system back the free pages of every malloc arena (``malloc_trim(0)``).
 
     After a burst of large uploads, bodies grown chunk by chunk leave free but mapped pages in the heap
-    and in the I/O threads' arenas: +40 to +140 MB stayed resident after a few 20 MB uploads, half of it
+    and in the I/O threads' arenas: tens of MB stayed resident after a few large uploads, half of it
     returned by a trim. A few milliseconds; call it off the event loop, after large requests end.
     """
     if not sys.platform.startswith("linux"):

@@ -58,7 +58,8 @@ class Classifier:
         """The ``k`` most likely classes of one image, most likely first (ties: lower index first)."""
         k = max(1, min(k, probabilities.shape[-1]))
         # A stable sort keeps equal probabilities in index order, also where the k-th place cuts a run of them
-        # (argpartition chose among those arbitrarily). 16 us for 1000 classes, next to a 13 ms forward pass.
+        # (argpartition chose among those arbitrarily). Negligible next to a forward pass
+        # (BENCHMARKS.md, "Measurements behind the code").
         order = np.argsort(-probabilities, kind="stable")[:k]
         return [Prediction(int(i), self._labels[i], float(probabilities[i])) for i in order]
 

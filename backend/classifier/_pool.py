@@ -17,13 +17,13 @@ Scheduling, so that a few expensive images cannot delay everyone else's:
 - At most ``workers`` images (one per CPU by default) decode at normal priority, taken from the waiting
   images **round robin across owners** (requests): a request with 16 images does not make a request with
   one image wait behind all 16.
-- An image that has used ``demote_after_s`` of CPU (0.1 s; a 12-megapixel JPEG takes ~25 ms) is *demoted*: its
+- An image that has used ``demote_after_s`` of CPU (0.1 s; several times what a phone photo takes) is *demoted*: its
   process is reniced to 19, the lowest priority, and stops counting against ``workers``, so the next image
   starts at once. Demoted images run on CPU time nobody else wants, ``slow_workers`` at most, until they
   finish or their budget stops them. When that lane is full and other requests are waiting, the image is
   stopped and its request answered 503 (retry later) instead.
 - A process that ran a demoted image is replaced, since it cannot raise its priority again. One process is
-  kept ready beyond those at work, because starting one takes ~0.15 s of CPU, and longer on a busy CPU.
+  kept ready beyond those at work, because starting one takes a noticeable amount of CPU (more on a busy one).
 
 A cancelled wait (request timeout, client gone, shutdown) kills the process doing the work.
 """
@@ -189,7 +189,7 @@ class _Channel(asyncio.Protocol):
 
 
 class _Worker:
-    """One decoder process, forked from ``multiprocessing``'s fork server (~15 ms; that process imported
+    """One decoder process, forked from ``multiprocessing``'s fork server (fast: that process imported
     Pillow and NumPy once). Not forked from the web server itself: that would copy ONNX Runtime's threads
     and their locks. Replacing a stopped process is cheap, which matters under attack.
     """

@@ -34,13 +34,12 @@ def default_threads() -> int:
 class OnnxRuntime:
     """ONNX Runtime on the CPU: single-threaded forward passes, as many side by side as ``threads``.
 
-    A small CNN such as EfficientNet-Lite0 does not split well over cores. Measured on 2 cores (AMD
-    EPYC, batch 1, one image at a time): 6.3 ms on one thread; 4.1 ms on two, but for 8.2 ms of CPU, with
-    threads that spin while they wait for each other, and 9.8 ms as soon as anything else (decoding,
-    HTTP, another process) holds one of the cores. Two single-threaded passes side by side do ~260
-    images/s against ~215 for one two-threaded pass at a time; behind HTTP the gap grows (see
-    BENCHMARKS.md). Batching does not pay here either: on one thread an image costs 6.8 ms alone and
-    8.6 ms in a batch of 8.
+    A small CNN such as EfficientNet-Lite0 does not split well over cores: two threads on one pass
+    finish it sooner but spend more CPU on it (they spin while they wait for each other), and lose even
+    that as soon as anything else (decoding, HTTP, another process) holds one of the cores. Single-threaded
+    passes side by side do more images/s than multi-threaded passes one at a time, and behind HTTP the
+    gap grows. Batching does not pay here either: an image in a batch of 8 costs more than alone.
+    The figures: BENCHMARKS.md, "Measurements behind the code".
 
     So each call runs on the calling thread (no thread pool, no spinning), and ``parallel_calls``
     (``threads``, default one per CPU) tells the batcher how many calls to run at once. An ONNX Runtime

@@ -36,9 +36,9 @@ from ._images import ImageLimits, decode_image
 from ._preprocess import Preprocessing
 
 _MAX_CONFIG_BYTES: Final = 1 << 20
-# Decoders yield the CPU to inference, the slowest stage of the pipeline (a 640x480 JPEG decodes in ~2 ms,
-# a forward pass takes ~13 ms): measured interleaved against decoders at nice 0, 108.7 against 105.9
-# images/s at 16 clients and 66.6 against 62.3 at one. Expensive images are demoted further, to 19.
+# Decoders yield the CPU to inference, the slowest stage of the pipeline (a photo decodes several times
+# faster than a forward pass runs): more images/s than decoders at nice 0, at 1 and at 16 clients
+# (BENCHMARKS.md, "Measurements behind the code"). Expensive images are demoted further, to 19.
 DECODER_PRIORITY: Final = 10
 _SLACK_BYTES: Final = 64 << 20  # address space beyond the lease: Python objects, libraries' own buffers
 # Until the lease, while Pillow parses the header in Python: a JPEG of 5 million empty segments made it
