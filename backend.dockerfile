@@ -6,7 +6,7 @@
 #
 # Stages: `model` installs PyTorch (CPU wheels) and exports the chosen model to ONNX; `deps` builds the
 # serving virtualenv from requirements_backend.txt; the final stage copies both and the code. The final
-# image never sees torch, pip caches or the build context beyond backend/ and the requirements.
+# image never sees torch, pip caches or the build context beyond backend/, common/ and the requirements.
 # Every package comes from uv.lock, hash-checked: the requirements_*.txt files are exported from it
 # (`make requirements`), installed with --require-hashes --no-deps, then `pip check`ed. pip's download
 # cache is a BuildKit cache mount (RUN --mount=type=cache), kept between builds and never in a layer.
@@ -50,6 +50,7 @@ ENV MODEL_NAME=${MODEL_NAME} \
     MODEL_WEIGHTS=${MODEL_WEIGHTS} \
     MODEL_CACHE_DIR=/opt/models \
     TORCH_HOME=/build/torch
+COPY common/ common/
 COPY backend/ backend/
 # The export is made world-readable: the service runs as an unprivileged user.
 RUN /opt/toolchain/bin/python -m backend.prefetch --runtime onnx \
@@ -96,9 +97,11 @@ RUN groupadd --gid 10001 app \
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=model /opt/models /opt/models
 WORKDIR /app
+# common/: the settings types and log format both services share
+COPY common/ common/
 COPY backend/ backend/
 # Byte-compile our code at build time: the app user cannot (and PYTHONDONTWRITEBYTECODE says not to).
-RUN python -m compileall -q backend
+RUN python -m compileall -q common backend
 USER 10001:10001
 EXPOSE 8080
 CMD ["python", "-m", "backend"]

@@ -46,9 +46,11 @@ RUN groupadd --gid 10001 app \
     && useradd --no-log-init --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
+# common/: the settings types and log format both services share
+COPY common/ common/
 COPY frontend/ frontend/
 # Byte-compile our code at build time: the app user cannot (and PYTHONDONTWRITEBYTECODE says not to).
-RUN python -m compileall -q frontend
+RUN python -m compileall -q common frontend
 USER 10001:10001
 EXPOSE 8080
 # `python -m frontend` checks the configuration, then execs Streamlit in its place (PID 1 gets SIGTERM).

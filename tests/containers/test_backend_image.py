@@ -180,7 +180,7 @@ def _socket_or_podman(path: str) -> bool:
 
 def test_backend_image_holds_the_service_and_no_secrets(podman: str, backend_image: Image) -> None:
     with mounted(podman, backend_image.tag) as root:
-        assert sorted(p.name for p in (root / "app").iterdir()) == ["backend"]
+        assert sorted(p.name for p in (root / "app").iterdir()) == ["backend", "common"]
         assert not (root / "build").exists(), "the toolchain stage's files leaked into the final image"
         assert not list((root / "app").rglob("tests")), "tests are not part of the image"
         assert (root / "app/backend/__pycache__").is_dir(), "the code is byte-compiled at build time"

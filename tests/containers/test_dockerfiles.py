@@ -248,6 +248,7 @@ KEPT = (
     "backend/classifier/imagenet_classes.txt",
     "frontend/__main__.py",
     "frontend/samples/cat.jpg",
+    "common/__init__.py",
 )
 
 

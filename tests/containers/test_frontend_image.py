@@ -68,7 +68,7 @@ def test_frontend_runs_as_an_unprivileged_user(frontend: Container, frontend_ima
 
 def test_frontend_image_holds_no_torch_no_backend_and_no_secrets(podman: str, frontend_image: Image) -> None:
     with mounted(podman, frontend_image.tag) as root:
-        assert sorted(p.name for p in (root / "app").iterdir()) == ["frontend"]
+        assert sorted(p.name for p in (root / "app").iterdir()) == ["common", "frontend"]
         site = root / "opt/venv/lib/python3.11/site-packages"
         assert (site / "streamlit").is_dir()
         for heavy in ("torch", "torchvision", "onnxruntime", "onnx"):
