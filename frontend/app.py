@@ -11,7 +11,7 @@ import secrets
 
 import streamlit as st
 
-from frontend.backend_client import Backend, BackendError, BackendStatus, ImageInput, ImageResult
+from frontend.backend_client import Backend, BackendError, BackendStatus, Classification, ImageInput
 from frontend.config import ConfigError, FrontendSettings
 from frontend.logs import configure_logging
 from frontend.presentation import (
@@ -38,13 +38,13 @@ IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 MAX_TOP_K = 10
 RESULT_CACHE_SIZE = 100
 
-Outcome = ImageResult | BackendError
+Outcome = Classification | BackendError
 
 
 @st.cache_resource(show_spinner=False)
 def get_backend(settings: FrontendSettings) -> Backend:
     """One Backend per configuration, shared by every session: the Cloud Run lookup is done once, and
-    again only when the address it found stops answering (see ``Backend.relocate``)."""
+    again only when the address it found stops answering (see ``frontend.discovery.LocationCache``)."""
     return Backend(settings)
 
 
@@ -139,7 +139,7 @@ def collect_images(settings: FrontendSettings) -> list[ImageInput]:
 
 def classify(backend: Backend, images: list[ImageInput], top_k: int, url: str) -> list[Outcome]:
     """Results for every image: remembered per session (so reruns do not resend), errors always retried."""
-    cache: dict[tuple[str, int, str], ImageResult] = st.session_state.setdefault("results", {})
+    cache: dict[tuple[str, int, str], Classification] = st.session_state.setdefault("results", {})
     keys = [(hashlib.sha256(image.data).hexdigest(), top_k, url) for image in images]
     todo = [i for i, key in enumerate(keys) if key not in cache]
     outcomes: dict[int, Outcome] = {i: cache[key] for i, key in enumerate(keys) if key in cache}
@@ -149,7 +149,7 @@ def classify(backend: Backend, images: list[ImageInput], top_k: int, url: str) -
             fresh = backend.predict_many([images[i] for i in todo], top_k)
         for i, outcome in zip(todo, fresh, strict=True):
             outcomes[i] = outcome
-            if isinstance(outcome, ImageResult):
+            if isinstance(outcome, Classification):
                 cache[keys[i]] = outcome
         while len(cache) > RESULT_CACHE_SIZE:
             del cache[next(iter(cache))]
@@ -183,7 +183,7 @@ def show_results(
                 else:
                     st.image(shown, caption=escape_markdown(image.filename), width="stretch")
             with right:
-                if isinstance(outcome, ImageResult):
+                if isinstance(outcome, Classification):
                     st.subheader(top1_sentence(outcome))
                     st.altair_chart(predictions_chart(outcome.predictions), width="stretch")
                     st.caption(timing_caption(outcome))

@@ -1,37 +1,60 @@
 """Talking to the backend over HTTP: status, model, and one ``POST /predict`` per image.
 
-``Backend`` remembers where the backend is (see ``frontend.discovery``) and locates it again when that
-address stops answering, so a redeployed backend with a new URL is found without restarting the frontend.
-Every failure becomes a ``BackendError`` carrying a headline for people and the backend's own ``detail``.
+``Backend`` asks ``frontend.discovery`` where the backend is (and to look again when that address stops
+answering), sends each request through a session whose ``frontend.auth.IdentityTokenAuth`` adds the identity
+token, within one deadline and up to a size cap (``frontend._transport``). Every failure becomes a
+``BackendError`` carrying a headline for people and the backend's own ``detail``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
 import logging
 import math
-import socket
-import threading
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 import requests
-import urllib3.connection
-import urllib3.connectionpool
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 
-from frontend.auth import AuthError, IdentityTokens
+from frontend._transport import (
+    MAX_ANSWER_BYTES,
+    Answer,
+    AnswerTooLarge,
+    TooSlow,
+    UnreadableAnswer,
+    megabytes,
+    new_session,
+    send,
+)
+from frontend.auth import AuthError, IdentityTokenAuth, IdentityTokens, refusal_advice
 from frontend.config import AuthMode, FrontendSettings
-from frontend.discovery import BackendLocation, BackendLocator, DiscoveryError, MetadataUnreachable
+from frontend.discovery import (
+    FAILED_LOOKUP_REUSE_S,
+    REDISCOVER_MIN_INTERVAL_S,
+    BackendLocation,
+    BackendLocator,
+    DiscoveryError,
+    LocationCache,
+    MetadataUnreachable,
+)
+
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "REFUSALS",
+    "STARTING_GRACE_S",
+    "Backend",
+    "BackendError",
+    "BackendStatus",
+    "ClassProbability",
+    "Classification",
+    "ErrorKind",
+    "ImageInput",
+    "ServedModel",
+    "megabytes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +70,6 @@ ErrorKind = Literal[
     "rejected",  # 4xx: this image (or request) is wrong; other images are unaffected
     "server_error",  # 5xx or an answer that is not the documented JSON
 ]
-# The largest answer read from the backend: a /predict answer with top_k <= 10 is about 2 kB, /model
-# and /ready well under 1 kB. Anything larger is refused without reading the rest of it.
-MAX_ANSWER_BYTES = 1024 * 1024
-READ_CHUNK_BYTES = 64 * 1024
-REDISCOVER_MIN_INTERVAL_S = 2.0  # a backend that is down does not make every request look it up again
-FAILED_LOOKUP_REUSE_S = 5.0  # a failed lookup is reported again, not redone, for this long
 # A backend that has not answered this frontend yet and refuses connections is taken to be starting for
 # this long after the first try (``make run`` starts both at once; a container takes a moment to listen).
 STARTING_GRACE_S = 60.0
@@ -95,26 +112,26 @@ class ImageInput:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class ClassProbability:
     index: int
     label: str
     probability: float
 
 
 @dataclass(frozen=True)
-class ImageResult:
+class Classification:
     filename: str
     format: str
     width: int
     height: int
-    predictions: tuple[Prediction, ...]
+    predictions: tuple[ClassProbability, ...]
     model: str
     backend_ms: float  # the backend's own elapsed_ms
     round_trip_ms: float  # measured here: network, queueing and the backend together
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ServedModel:
     name: str
     weights: str
     runtime: str
@@ -128,7 +145,7 @@ class BackendStatus:
     location: BackendLocation | None
     state: str  # "ready", an ErrorKind, or the backend's own state ("failed", "stopping", ...)
     detail: str  # the problem in one line ("" when ready)
-    model: ModelInfo | None = None
+    model: ServedModel | None = None
     problem: BackendError | None = None  # what is wrong, as the page shows it (None when ready)
 
     @property
@@ -144,32 +161,6 @@ class BackendStatus:
         return cls(location, problem.kind, f"{problem.title} {problem.detail}".strip(), problem=problem)
 
 
-@dataclass(frozen=True)
-class Answer:
-    """An HTTP answer from the backend, read in full (at most MAX_ANSWER_BYTES)."""
-
-    status_code: int
-    reason: str
-    headers: Mapping[str, str]  # case-insensitive
-    body: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code < 400
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-    def json(self) -> dict[str, Any]:
-        """The body as a JSON object; {} when it is anything else (not JSON, an array, nested too deep)."""
-        try:
-            body = json.loads(self.body)
-        except (ValueError, RecursionError):
-            return {}
-        return body if isinstance(body, dict) else {}
-
-
 class Backend:
     """The backend as the page sees it: located lazily, re-located when its address stops answering."""
 
@@ -179,66 +170,31 @@ class Backend:
         *,
         locator: BackendLocator | None = None,
         tokens: IdentityTokens | None = None,
-        session: requests.Session | None = None,
         rediscover_min_interval_s: float = REDISCOVER_MIN_INTERVAL_S,
         failed_lookup_reuse_s: float = FAILED_LOOKUP_REUSE_S,
     ) -> None:
         self.settings = settings
-        self.locator = locator or BackendLocator(settings)
+        self.locations = LocationCache(
+            locator or BackendLocator(settings),
+            rediscover_min_interval_s=rediscover_min_interval_s,
+            failed_lookup_reuse_s=failed_lookup_reuse_s,
+        )
         self.tokens = tokens or IdentityTokens(settings.backend_auth)
-        self.session = session or _new_session(settings.predict_concurrency)
-        self._rediscover_min_interval_s = rediscover_min_interval_s
-        self._failed_lookup_reuse_s = failed_lookup_reuse_s
-        self._failed_lookup: tuple[float, BackendError] | None = None
-        self._lock = threading.Lock()
-        self._location: BackendLocation | None = None
-        self._relocated_at = float("-inf")
-        self._model: tuple[str, ModelInfo] | None = None  # (url, info): the model only changes with a redeploy
+        self.auth = IdentityTokenAuth(self.tokens, settings.backend_audience, settings.backend_url)
+        self.session = new_session(settings.predict_concurrency)
+        self.session.auth = self.auth
+        self._model: tuple[str, ServedModel] | None = None  # (url, model): the model only changes with a redeploy
         self._answered = False  # has the backend ever answered this frontend (any HTTP answer)?
         self._first_try: float | None = None  # when this frontend first tried to reach it
 
     # --- where the backend is
 
     def location(self) -> BackendLocation:
-        """The backend's address, looked up on first use (and again, every few seconds, while that fails)."""
-        with self._lock:
-            if self._location is not None:
-                return self._location
-            if self._failed_lookup is not None:
-                failed_at, error = self._failed_lookup
-                if time.monotonic() - failed_at < self._failed_lookup_reuse_s:
-                    # Page reruns must not each wait for (or spend API quota on) the same failed lookup.
-                    raise BackendError(error.kind, error.title, error.detail)
-            return self._locate_locked()
-
-    def relocate(self, stale: BackendLocation) -> BackendLocation:
-        """``stale`` stopped answering: look the backend up again, unless another request just did."""
-        with self._lock:
-            if self._location is not None and self._location != stale:
-                return self._location  # another thread already found the new address
-            now = time.monotonic()
-            if now - self._relocated_at < self._rediscover_min_interval_s and self._location is not None:
-                return self._location  # looked up moments ago: a backend that is down does not flood the API
-            self._relocated_at = now
-            location = self._locate_locked()
-            if location != stale:
-                logger.warning("the backend moved", extra={"old_url": stale.url, "new_url": location.url})
-            return location
-
-    def _locate_locked(self) -> BackendLocation:
+        """The backend's address (``LocationCache.current``); BackendError when it cannot be found."""
         try:
-            location = self.locator.locate()
+            return self.locations.current()
         except DiscoveryError as exc:
-            logger.warning("could not locate the backend", extra={"code": exc.code, "reason": exc.message})
-            if exc.code == "metadata_unreachable":
-                error = BackendError("metadata", MetadataUnreachable.title, exc.message)
-            else:
-                error = BackendError("not_configured", "The backend could not be found.", exc.message)
-            self._failed_lookup = (time.monotonic(), error)
-            raise error from exc
-        self._failed_lookup = None
-        self._location = location
-        return location
+            raise _not_found(exc) from exc
 
     # --- requests
 
@@ -253,8 +209,8 @@ class Backend:
             if location.source == "BACKEND_URL":
                 raise self._unreachable(location, exc) from exc
             try:
-                fresh = self.relocate(location)
-            except BackendError:
+                fresh = self.locations.relocate(location)
+            except DiscoveryError:
                 raise self._unreachable(location, exc) from exc
             if fresh == location:
                 raise self._unreachable(location, exc) from exc
@@ -280,44 +236,25 @@ class Backend:
     def _send(self, location: BackendLocation, method: str, path: str, timeout: float, **kwargs: Any) -> Answer:
         """One request, answered within ``timeout`` seconds in all (headers and body), at most
         ``MAX_ANSWER_BYTES`` long; raise BackendError otherwise (requests.ConnectionError: nothing answers)."""
+        # Our answers are small: no compression (a compressed answer could unpack to gigabytes).
+        request = requests.Request(method, location.url + path, headers={"Accept-Encoding": "identity"}, **kwargs)
         try:
-            headers = self.tokens.headers(location.url, self.settings.backend_audience)
+            # The session's IdentityTokenAuth adds the token here, before the request's deadline starts.
+            prepared = self.session.prepare_request(request)
         except AuthError as exc:
             raise BackendError("auth", "No identity token for the private backend.", str(exc)) from exc
         except MetadataUnreachable as exc:
             raise BackendError("metadata", exc.title, str(exc)) from exc
-        # Our answers are small: no compression (a compressed answer could unpack to gigabytes).
-        headers = {**headers, "Accept-Encoding": "identity"}
-        connect_timeout = min(timeout, 5.0)
-        deadline = _Deadline(timeout)
         try:
-            with deadline:
-                response = self.session.request(
-                    method,
-                    location.url + path,
-                    headers=headers,
-                    timeout=(connect_timeout, timeout),
-                    stream=True,  # the body is read by _read_capped
-                    allow_redirects=False,  # the backend never redirects; requests would read those bodies whole
-                    **kwargs,
-                )
-                with contextlib.closing(response):
-                    body = _read_capped(response, deadline)
-        except requests.ConnectTimeout:
-            raise  # nothing accepted the connection: a ConnectionError, handled as unreachable
-        except (requests.Timeout, urllib3.exceptions.TimeoutError, _DeadlinePassed) as exc:
+            answer = send(self.session, prepared, timeout)
+        except TooSlow as exc:
             raise _too_slow(timeout, path) from exc
-        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-            if deadline.expired:  # we cut the connection: the answer was too slow in coming
-                raise _too_slow(timeout, path) from exc
-            if isinstance(exc, requests.ConnectionError):
-                raise  # handled by _request: unreachable, or moved
-            # A broken answer: bad chunking, decoding, redirects, ...
-            raise BackendError(
-                "server_error", "The backend's answer could not be read.", f"{type(exc).__name__}: {exc}"[:300]
-            ) from exc
+        except AnswerTooLarge as exc:
+            raise _too_large(str(exc)) from exc
+        except UnreadableAnswer as exc:
+            raise BackendError("server_error", "The backend's answer could not be read.", str(exc)) from exc
         self._answered = True
-        return Answer(response.status_code, response.reason or "", CaseInsensitiveDict(response.headers), body)
+        return answer
 
     # --- status
 
@@ -338,8 +275,8 @@ class Backend:
                     "zero takes a while to start. The page asks again each time it runs: click Retry in a "
                     "moment. To avoid the wait, keep one backend instance warm (--min-instances=1).",
                 )
-            return BackendStatus.of(self._location, problem)
-        location = self._location or location
+            return BackendStatus.of(self.locations.known, problem)
+        location = self.locations.known or location
         if response.status_code in (401, 403):  # behind Cloud Run's IAM, /ready needs a token too
             return BackendStatus.of(location, self._error_from_response(response, location))
         body = response.json()
@@ -358,12 +295,12 @@ class Backend:
             problem = BackendError("not_ready", f"The backend is not ready ({state}).", detail)
             return BackendStatus(location, state, detail, problem=problem)
         try:
-            model = self._model_info(location)
+            model = self._served_model(location)
         except BackendError as exc:  # /ready is open, /model is not: the frontend's requests are refused
             return BackendStatus.of(location, exc)
         return BackendStatus(location, "ready", "", model)
 
-    def _model_info(self, location: BackendLocation) -> ModelInfo | None:
+    def _served_model(self, location: BackendLocation) -> ServedModel | None:
         """The backend's ``/model``, asked at every status check (it needs a token, as ``/predict`` does);
         raise BackendError if the frontend's requests are refused, None if it cannot be read otherwise."""
         cached = self._model[1] if self._model is not None and self._model[0] == location.url else None
@@ -379,7 +316,7 @@ class Backend:
         if response.status_code != 200 or "name" not in body:
             return cached
         try:
-            info = ModelInfo(
+            info = ServedModel(
                 name=_short(str(body["name"]), 200),
                 weights=_short(str(body.get("weights", "")), 200),
                 runtime=_short(str(body.get("runtime", "")), 200),
@@ -407,11 +344,11 @@ class Backend:
         """``_error_from_response``, with a refusal (401/403) explained from the token the frontend sent."""
         if response.status_code not in (401, 403) or location is None:
             return _error_from_response(response, location)
-        audience = self.settings.backend_audience or location.url
+        audience = self.auth.audience_for(location.url)
         claims = self.tokens.claims(audience) if self.tokens.mode != "none" else {}
         email = claims.get("email")
         if not isinstance(email, str) or not email:
-            email = self.locator.service_account()
+            email = self.locations.locator.service_account()
         return _error_from_response(
             response, location, audience=audience, claims=claims, email=email, mode=self.tokens.mode
         )
@@ -420,12 +357,12 @@ class Backend:
 
     def max_image_bytes(self) -> int | None:
         """The backend's per-image limit, as its ``/model`` said (None until it has said)."""
-        model, location = self._model, self._location
+        model, location = self._model, self.locations.known
         if model is None or location is None or model[0] != location.url:
             return None
         return model[1].max_image_bytes
 
-    def predict(self, image: ImageInput, top_k: int) -> ImageResult:
+    def predict(self, image: ImageInput, top_k: int) -> Classification:
         """Classify one image; raise BackendError (``rejected`` when the image itself is the problem)."""
         limit = self.max_image_bytes()
         if limit is not None and len(image.data) > limit:
@@ -447,7 +384,7 @@ class Backend:
             files={"file": (image.filename, image.data, image.content_type)},
         )
         round_trip_ms = (time.perf_counter() - started) * 1000
-        location = self._location
+        location = self.locations.known
         if response.status_code != 200:
             error = self._error_from_response(response, location)
             logger.warning(
@@ -472,13 +409,13 @@ class Backend:
         )
         return result
 
-    def predict_many(self, images: Sequence[ImageInput], top_k: int) -> list[ImageResult | BackendError]:
+    def predict_many(self, images: Sequence[ImageInput], top_k: int) -> list[Classification | BackendError]:
         """One request per image, a few at a time (the backend batches concurrent requests together).
 
         Each image gets its own result or error, in order, so one bad file does not hide the others.
         """
 
-        def one(image: ImageInput) -> ImageResult | BackendError:
+        def one(image: ImageInput) -> Classification | BackendError:
             try:
                 return self.predict(image, top_k)
             except BackendError as exc:
@@ -490,20 +427,17 @@ class Backend:
             return list(pool.map(one, images))
 
 
-def _new_session(pool_size: int) -> requests.Session:
-    session = requests.Session()
-    adapter = _DeadlineAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = "image-classifier-frontend"
-    return session
-
-
 def _refused(exc: requests.ConnectionError) -> bool:
     """True when no connection could be made (refused, or not accepted in time), rather than one that broke."""
     reason = exc.args[0] if exc.args else None
     reason = getattr(reason, "reason", reason)  # requests wraps urllib3's MaxRetryError, which holds the cause
     return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _not_found(error: DiscoveryError) -> BackendError:
+    if error.code == "metadata_unreachable":
+        return BackendError("metadata", MetadataUnreachable.title, error.message)
+    return BackendError("not_configured", "The backend could not be found.", error.message)
 
 
 def _unreachable(location: BackendLocation) -> BackendError:
@@ -560,50 +494,6 @@ def _error_from_response(
     return BackendError("server_error", f"The backend failed ({status}).", detail, status=status, code=code)
 
 
-def refusal_advice(
-    code: str | None,
-    audience: str | None,
-    claims: Mapping[str, object],
-    email: str | None = None,
-    mode: AuthMode = "auto",
-) -> str:
-    """What to grant or set when the backend refuses the frontend (401/403): what was wrong with the token the
-    frontend sent, when the backend's ``code`` says, and the one remedy for that cause. ``mode`` is BACKEND_AUTH."""
-    who = f"the frontend's service account ({_short(email, 200)})" if email else "the frontend's service account"
-    invoker = (
-        f"If it is a private Cloud Run service, give {who} roles/run.invoker on it (a backend that checks "
-        "tokens itself must list it in AUTH_ALLOWED_EMAILS)."
-    )
-    if code == "missing_token":
-        return (
-            "The frontend sent no identity token"
-            + {
-                "none": " (BACKEND_AUTH=none): set BACKEND_AUTH=id_token (or auto).",
-                "auto": ": with BACKEND_AUTH=auto it sends one to https URLs only, when its credentials can mint one. "
-                "Set BACKEND_AUTH=id_token to always send one (elsewhere than Cloud Run, with "
-                "GOOGLE_APPLICATION_CREDENTIALS naming a service-account key).",
-                "id_token": ". " + invoker,
-            }[mode]
-        )
-    if code == "wrong_audience" and audience:
-        token_audience = claims.get("aud")
-        if isinstance(token_audience, str) and token_audience and token_audience != audience:
-            got = f"is for {_short(token_audience, 200)}, although the frontend asked for one for {audience}"
-        else:
-            got = f"is for {audience}"
-        return (
-            f"The identity token the frontend sent {got}; the backend expects another audience. Set "
-            "BACKEND_AUDIENCE to the audience the backend checks (its AUTH_AUDIENCE; on Cloud Run, the "
-            "service's URL)."
-        )
-    return {
-        "wrong_issuer": "The identity token the frontend sent was not issued by Google (accounts.google.com): "
-        "the frontend's credentials must be a Google service account (the metadata server on Cloud Run, or "
-        "GOOGLE_APPLICATION_CREDENTIALS naming a service-account key).",
-        "forbidden_identity": f"The backend does not accept {who}. {invoker}",
-    }.get(code or "", invoker + " Set BACKEND_AUDIENCE if the backend expects a token for another audience.")
-
-
 def _plain_text(response: Answer) -> str:
     reason = _short(response.reason, 60)
     if "html" in response.headers.get("Content-Type", ""):
@@ -616,11 +506,6 @@ def _short(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def megabytes(size: int) -> str:
-    """12.3 MB, in MiB like Streamlit's and the backend's limits."""
-    return f"{size / 1024**2:.1f} MB"
-
-
 def _probability(value: Any) -> float:
     probability = float(value)
     if not math.isfinite(probability):
@@ -628,13 +513,13 @@ def _probability(value: Any) -> float:
     return probability
 
 
-def _parse_prediction(body: Mapping[str, Any], round_trip_ms: float, top_k: int) -> ImageResult:
+def _parse_prediction(body: Mapping[str, Any], round_trip_ms: float, top_k: int) -> Classification:
     first = body["results"][0]
     predictions = tuple(
-        Prediction(int(p["index"]), _short(str(p["label"]), 200), _probability(p["probability"]))
+        ClassProbability(int(p["index"]), _short(str(p["label"]), 200), _probability(p["probability"]))
         for p in first["predictions"][:top_k]  # no more classes than asked for, however many came
     )
-    return ImageResult(
+    return Classification(
         filename=_short(str(first.get("filename") or ""), 200),
         format=_short(str(first.get("format") or ""), 20),
         width=int(first["width"]),
@@ -646,7 +531,7 @@ def _parse_prediction(body: Mapping[str, Any], round_trip_ms: float, top_k: int)
     )
 
 
-# --- reading answers: a total deadline and a size cap
+# --- answers too slow or too large (see frontend._transport)
 
 
 def _too_slow(timeout: float, path: str) -> BackendError:
@@ -666,145 +551,3 @@ def _too_large(size: str) -> BackendError:
         f"It sent {size}; answers from the backend are a few kB and at most {megabytes(MAX_ANSWER_BYTES)} "
         "are read. Is BACKEND_URL the classifier backend?",
     )
-
-
-def _read_capped(response: requests.Response, deadline: _Deadline) -> bytes:
-    """The body of ``response``, read in chunks until it ends, ``MAX_ANSWER_BYTES`` or the deadline."""
-    length = response.headers.get("Content-Length", "")
-    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
-        raise _too_large(f"{megabytes(int(length))} (Content-Length)")
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-        raise BackendError(
-            "server_error", "The backend's answer could not be read.", f"Unsupported Content-Encoding: {encoding[:40]}"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while not deadline.expired:
-        # read1: what has arrived (at most one read from the socket), undecoded; chunked bodies unframed.
-        chunk = response.raw.read1(READ_CHUNK_BYTES, decode_content=False)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise _too_large(f"more than {megabytes(MAX_ANSWER_BYTES)}")
-        chunks.append(chunk)
-    if deadline.expired:  # also when the cut connection looked like the end of the body
-        raise _DeadlinePassed
-    body = b"".join(chunks)
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        # A backend that compresses although asked not to: unpack, but no more than the cap either.
-        unpacker = zlib.decompressobj(zlib.MAX_WBITS | 32 if "gzip" in encoding else zlib.MAX_WBITS)
-        try:
-            body = unpacker.decompress(body, MAX_ANSWER_BYTES + 1)
-        except zlib.error as exc:
-            raise BackendError(
-                "server_error", "The backend's answer could not be read.", f"Bad {encoding} data: {exc}"
-            ) from exc
-        if len(body) > MAX_ANSWER_BYTES or unpacker.unconsumed_tail:
-            raise _too_large(f"more than {megabytes(MAX_ANSWER_BYTES)} once unpacked")
-    return body
-
-
-class _DeadlinePassed(Exception):
-    """The request's deadline passed while its answer was being read."""
-
-
-class _Deadline:
-    """The end of one request's time: then the sockets it uses are shut down, so a read blocked on an
-    answer that trickles in (headers or body, a byte at a time) returns at once instead of never.
-
-    The sockets are the ones its thread opened or reused while the deadline was current (see
-    ``_WatchedConnection``); requests' own timeouts only bound each single read.
-    """
-
-    _current = threading.local()
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = False
-        self._done = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    @classmethod
-    def watch_current(cls, sock: socket.socket | None) -> None:
-        deadline: _Deadline | None = getattr(cls._current, "deadline", None)
-        if deadline is not None and sock is not None:
-            deadline._watch(sock)
-
-    def __enter__(self) -> _Deadline:
-        self._current.deadline = self
-        self._timer.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self._current.deadline = None
-        with self._lock:
-            self._done = True
-            self._sockets.clear()
-        self._timer.cancel()
-
-    def _watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            if self._done:
-                return
-            if self.expired:
-                _shut_down(sock)
-            else:
-                self._sockets.append(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self.expired = True
-            for sock in self._sockets:
-                _shut_down(sock)
-
-
-def _shut_down(sock: socket.socket) -> None:
-    # socket.socket's own shutdown, also for TLS sockets: the TLS state belongs to the reading thread.
-    # A socket closed meanwhile has no descriptor any more (EBADF), so no other connection is touched.
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _WatchedConnection(urllib3.connection.HTTPConnection):
-    """Registers its socket with the current request's deadline when it connects or is reused."""
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _Deadline.watch_current(sock)
-        return sock
-
-    def connect(self) -> None:
-        super().connect()
-        _Deadline.watch_current(self.sock)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _Deadline.watch_current(self.sock)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(_WatchedConnection, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _WatchedConnection
-
-
-class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """requests' adapter, with connections that the current request's deadline can cut."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}

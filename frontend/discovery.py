@@ -2,7 +2,9 @@
 
 The lookup uses Google's own SDK (``google-cloud-run``, ``run_v2.ServicesClient``) over its REST
 transport; the service's ``uri`` field is the backend URL. Every failure becomes a DiscoveryError whose
-message tells the person reading the page what to change.
+message tells the person reading the page what to change. ``LocationCache`` keeps what was found, and
+looks again when that address stops answering. The instance's metadata server (``MetadataServer``) is
+asked here too: on Cloud Run it knows the project, region and service account.
 """
 
 from __future__ import annotations
@@ -23,6 +25,25 @@ from frontend.config import DEFAULT_REGION, FrontendSettings
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
+__all__ = [
+    "DEFAULT_METADATA_HOST",
+    "FAILED_LOOKUP_REUSE_S",
+    "METADATA",
+    "METADATA_FAILURE_REUSE_S",
+    "METADATA_TIMEOUT_S",
+    "REDISCOVER_MIN_INTERVAL_S",
+    "BackendLocation",
+    "BackendLocator",
+    "DiscoveryError",
+    "LocationCache",
+    "MetadataServer",
+    "MetadataUnreachable",
+    "cloud_run_instance_region",
+    "cloud_run_project",
+    "google_default_project",
+    "on_cloud_run",
+]
+
 logger = logging.getLogger(__name__)
 
 Source = Literal["BACKEND_URL", "cloud_run"]
@@ -34,6 +55,8 @@ DEFAULT_METADATA_HOST = "metadata.google.internal"
 # detection waits 3 s three times (with back-off) before it gives up, which a page cannot afford.
 METADATA_TIMEOUT_S = 2.0
 METADATA_FAILURE_REUSE_S = 5.0  # an unreachable metadata server is reported again (not asked again) this long
+REDISCOVER_MIN_INTERVAL_S = 2.0  # a backend that is down does not make every request look it up again
+FAILED_LOOKUP_REUSE_S = 5.0  # a failed lookup is reported again, not redone, for this long
 
 
 @dataclass(frozen=True)
@@ -364,3 +387,69 @@ def _google_message(exc: Exception) -> str:
     """The API's own message, without the "GET https://...: " prefix the REST client puts before it."""
     message = str(getattr(exc, "message", "") or exc)
     return re.sub(r"^[A-Z]+ \S+: ", "", message).rstrip(".")
+
+
+class LocationCache:
+    """Where the backend is, as the page uses it: looked up on first use and kept while it answers.
+
+    When the address stops answering, ``relocate`` looks it up again, so a backend redeployed under a new URL
+    is found without restarting the frontend (at most every ``rediscover_min_interval_s``: a backend that is
+    down does not make every request ask the Admin API). A failed lookup is reported again, not redone, for
+    ``failed_lookup_reuse_s``: page reruns must not each wait for (or spend API quota on) the same failure.
+    """
+
+    def __init__(
+        self,
+        locator: BackendLocator,
+        *,
+        rediscover_min_interval_s: float = REDISCOVER_MIN_INTERVAL_S,
+        failed_lookup_reuse_s: float = FAILED_LOOKUP_REUSE_S,
+    ) -> None:
+        self.locator = locator
+        self._rediscover_min_interval_s = rediscover_min_interval_s
+        self._failed_lookup_reuse_s = failed_lookup_reuse_s
+        self._lock = threading.Lock()
+        self._location: BackendLocation | None = None
+        self._relocated_at = float("-inf")
+        self._failed: tuple[float, DiscoveryError] | None = None
+
+    @property
+    def known(self) -> BackendLocation | None:
+        """The address last found (None before the first successful lookup)."""
+        return self._location
+
+    def current(self) -> BackendLocation:
+        """The backend's address, looked up on first use (and again, every few seconds, while that fails)."""
+        with self._lock:
+            if self._location is not None:
+                return self._location
+            if self._failed is not None:
+                failed_at, error = self._failed
+                if time.monotonic() - failed_at < self._failed_lookup_reuse_s:
+                    raise DiscoveryError(error.code, error.message)
+            return self._locate_locked()
+
+    def relocate(self, stale: BackendLocation) -> BackendLocation:
+        """``stale`` stopped answering: look the backend up again, unless another request just did."""
+        with self._lock:
+            if self._location is not None and self._location != stale:
+                return self._location  # another thread already found the new address
+            now = time.monotonic()
+            if now - self._relocated_at < self._rediscover_min_interval_s and self._location is not None:
+                return self._location  # looked up moments ago: a backend that is down does not flood the API
+            self._relocated_at = now
+            location = self._locate_locked()
+            if location != stale:
+                logger.warning("the backend moved", extra={"old_url": stale.url, "new_url": location.url})
+            return location
+
+    def _locate_locked(self) -> BackendLocation:
+        try:
+            location = self.locator.locate()
+        except DiscoveryError as exc:
+            logger.warning("could not locate the backend", extra={"code": exc.code, "reason": exc.message})
+            self._failed = (time.monotonic(), exc)
+            raise
+        self._failed = None
+        self._location = location
+        return location

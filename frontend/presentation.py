@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import altair as alt
 
-from frontend.backend_client import BackendError, BackendStatus, ImageResult, ModelInfo, Prediction
+from frontend.backend_client import BackendError, BackendStatus, Classification, ClassProbability, ServedModel
 from frontend.discovery import BackendLocation
 
 
@@ -23,27 +23,27 @@ def percent(probability: float) -> str:
     return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
 
 
-def top1_sentence(result: ImageResult) -> str:
+def top1_sentence(result: Classification) -> str:
     if not result.predictions:
         return "The backend returned no classes."
     best = result.predictions[0]
     return f"Most likely: {escape_markdown(best.label)} ({percent(best.probability)})"
 
 
-def timing_caption(result: ImageResult) -> str:
+def timing_caption(result: Classification) -> str:
     return (
         f"{result.width} x {result.height} {escape_markdown(result.format)} · backend {result.backend_ms:.0f} ms · "
         f"round trip {result.round_trip_ms:.0f} ms · {escape_markdown(result.model)}"
     )
 
 
-def model_text(model: ModelInfo) -> str:
+def model_text(model: ServedModel) -> str:
     """The sidebar's model line: its name in bold, then weights, runtime and number of classes."""
     details = " · ".join(escape_markdown(part) for part in (model.weights, model.runtime) if part)
     return f"**Model** {escape_markdown(model.name)}  \n{details} · {model.num_classes} classes"
 
 
-def input_caption(model: ModelInfo) -> str:
+def input_caption(model: ServedModel) -> str:
     return "Input " + " x ".join(str(n) for n in model.input_size)
 
 
@@ -68,7 +68,7 @@ def too_many_images_text(chosen: int, limit: int) -> str:
     )
 
 
-def predictions_chart(predictions: Sequence[Prediction]) -> alt.LayerChart:
+def predictions_chart(predictions: Sequence[ClassProbability]) -> alt.LayerChart:
     """A horizontal bar per class, most probable on top, labelled with the class name and its percentage."""
     rows = [
         {"rank": rank, "label": p.label, "probability": p.probability, "text": percent(p.probability)}

@@ -152,7 +152,7 @@ class WorkerGone(Exception):
     """The worker did not answer in time, or exited."""
 
 
-class _Worker:
+class _PreviewWorker:
     """One ``python -m frontend.previews`` process, talked to through its stdin and stdout."""
 
     def __init__(self) -> None:
@@ -248,7 +248,7 @@ class Previewer:
         self.start_timeout_s = start_timeout_s
         self._slots = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
-        self._idle: list[_Worker] = []
+        self._idle: list[_PreviewWorker] = []
         self._cache: OrderedDict[str, bytes | None] = OrderedDict()
         self._cache_entries = cache_entries
         self._closed = False
@@ -259,7 +259,7 @@ class Previewer:
         """Start a worker now, so the first preview does not wait for it to import Pillow."""
         with self._lock:
             if not self._idle:
-                self._idle.append(_Worker())
+                self._idle.append(_PreviewWorker())
 
     def preview(self, data: bytes) -> bytes | None:
         """A preview of ``data``, or None (not an allowed image, too large, too slow, or all workers busy)."""
@@ -300,7 +300,7 @@ class Previewer:
                 if worker is not None:
                     worker.kill()
                 worker = None
-                worker = _Worker()
+                worker = _PreviewWorker()
             worker.wait_ready(self.start_timeout_s)
         except (WorkerGone, OSError) as exc:  # OSError: no process could be started
             if worker is not None:
@@ -325,7 +325,7 @@ class Previewer:
             logger.debug("made a preview", extra={"image_sha256": key[:16], "bytes": len(data), "ms": elapsed_ms})
         return shown, True
 
-    def _put_back(self, worker: _Worker) -> None:
+    def _put_back(self, worker: _PreviewWorker) -> None:
         """Keep ``worker`` for the next preview (unless the previewer was closed meanwhile)."""
         with self._lock:
             keep = not self._closed
@@ -343,7 +343,7 @@ class Previewer:
         _kill_all(workers)
 
 
-def _kill_all(workers: list[_Worker]) -> None:
+def _kill_all(workers: list[_PreviewWorker]) -> None:
     for worker in workers:
         worker.kill()
 

@@ -11,13 +11,20 @@ import pytest
 
 from backend.auth import GoogleIdTokenVerifier, InvalidToken
 from backend.errors import answer_for
-from frontend.auth import fetch_google_id_token, token_claims
+from frontend.auth import IdentityTokens, token_claims
 from frontend.discovery import MetadataServer, MetadataUnreachable
 from tests.cloudrun.metadata import MetadataState, point_google_auth_at
 from tests.frontend.fakes import FakeServer
 from tests.security.tokens import CertServer
 
 AUDIENCE = "http://127.0.0.1:8080"
+
+
+def mint(audience: str) -> str:
+    """An identity token as the frontend gets one: google-auth's ID-token credentials (fresh ones each time)."""
+    token = IdentityTokens("id_token").token(audience)
+    assert token is not None
+    return token
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +55,8 @@ def test_it_answers_like_cloud_runs(metadata: FakeServer, metadata_state: Metada
 def test_google_auths_identity_tokens_pass_the_backends_check(
     cert_server: CertServer, metadata_state: MetadataState
 ) -> None:
-    """``fetch_id_token`` (what the frontend calls) gets a token the backend's verifier accepts."""
-    token = fetch_google_id_token(AUDIENCE)
+    """``fetch_id_token_credentials`` (what the frontend uses) gets a token the backend's verifier accepts."""
+    token = mint(AUDIENCE)
     verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, allowed_emails=[metadata_state.email])
     claims = verifier.verify(token)
     assert (claims["aud"], claims["email"], claims["iss"]) == (
@@ -66,7 +73,7 @@ def test_it_can_mint_for_another_audience_or_be_another_account(
 ) -> None:
     verifier = GoogleIdTokenVerifier(AUDIENCE, cert_server.url, allowed_emails=[metadata_state.email])
     metadata_state.audience_override = "https://another-service-x2b4qk7fva-ew.a.run.app"
-    wrong_audience = fetch_google_id_token(AUDIENCE)
+    wrong_audience = mint(AUDIENCE)
     assert token_claims(wrong_audience)["aud"] == metadata_state.audience_override
     with pytest.raises(InvalidToken) as caught:
         verifier.verify(wrong_audience)
@@ -75,7 +82,7 @@ def test_it_can_mint_for_another_audience_or_be_another_account(
     metadata_state.audience_override = None
     metadata_state.email = "someone-else@example-project.iam.gserviceaccount.com"
     with pytest.raises(InvalidToken) as caught:
-        verifier.verify(fetch_google_id_token(AUDIENCE))
+        verifier.verify(mint(AUDIENCE))
     assert (caught.value.code, answer_for(caught.value).status) == ("forbidden_identity", 403)
 
 

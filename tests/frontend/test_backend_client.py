@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from frontend import backend_client
-from frontend.backend_client import Backend, BackendError, ImageInput, ImageResult
+from frontend.backend_client import Backend, BackendError, Classification, ImageInput
 from frontend.config import FrontendSettings
 from frontend.logs import configure_logging
 from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, prediction, running
@@ -37,7 +37,7 @@ def failure(backend: Backend, image: ImageInput = IMAGE) -> BackendError:
 def test_a_prediction_is_parsed(backend: FakeServer) -> None:
     result = client(backend).predict(IMAGE, top_k=4)
 
-    assert isinstance(result, ImageResult)
+    assert isinstance(result, Classification)
     assert [p.label for p in result.predictions] == ["tabby", "tiger cat", "Egyptian cat", "lynx"]
     assert result.predictions[0].probability == pytest.approx(0.62)
     assert (result.width, result.height, result.format, result.model) == (451, 300, "JPEG", "efficientnet_lite0")
@@ -168,8 +168,13 @@ def test_images_are_sent_concurrently_and_answered_in_order(backend: FakeServer,
 
     outcomes = client(backend, predict_concurrency=2).predict_many(images, top_k=2)
 
-    assert [type(o).__name__ for o in outcomes] == ["ImageResult", "BackendError", "ImageResult", "ImageResult"]
-    assert [o.filename for o in outcomes if isinstance(o, ImageResult)] == ["a.jpg", "c.jpg", "d.jpg"]
+    assert [type(o).__name__ for o in outcomes] == [
+        "Classification",
+        "BackendError",
+        "Classification",
+        "Classification",
+    ]
+    assert [o.filename for o in outcomes if isinstance(o, Classification)] == ["a.jpg", "c.jpg", "d.jpg"]
     rejected = outcomes[1]
     assert isinstance(rejected, BackendError)
     assert rejected.detail.startswith("bad.jpg: not an image")

@@ -128,7 +128,7 @@ def test_bad_values_name_the_variable(variable: str, value: str, message: str) -
 def test_only_the_page_imports_streamlit() -> None:
     code = (
         "import sys\n"
-        "import frontend.auth, frontend.backend_client, frontend.config, frontend.discovery\n"
+        "import frontend._transport, frontend.auth, frontend.backend_client, frontend.config, frontend.discovery\n"
         "import frontend.logs, frontend.presentation, frontend.previews, frontend.samples, frontend.__main__\n"
         "assert 'streamlit' not in sys.modules, 'a non-page module imported streamlit'\n"
     )

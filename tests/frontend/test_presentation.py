@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.backend_client import BackendError, BackendStatus, ImageResult, ModelInfo, Prediction
+from frontend.backend_client import BackendError, BackendStatus, Classification, ClassProbability, ServedModel
 from frontend.discovery import BackendLocation
 from frontend.presentation import (
     config_error_text,
@@ -32,13 +32,13 @@ HOSTILE = hostile_texts(PIXEL)
 PLAIN = frozenset({"paragraph", "inline", "text"})  # a paragraph of plain text, nothing else
 
 
-def result(*predictions: tuple[str, float]) -> ImageResult:
-    return ImageResult(
+def result(*predictions: tuple[str, float]) -> Classification:
+    return Classification(
         filename="cat.jpg",
         format="JPEG",
         width=451,
         height=300,
-        predictions=tuple(Prediction(i, label, p) for i, (label, p) in enumerate(predictions)),
+        predictions=tuple(ClassProbability(i, label, p) for i, (label, p) in enumerate(predictions)),
         model="efficientnet_lite0",
         backend_ms=31.4,
         round_trip_ms=48.9,
@@ -119,7 +119,7 @@ def test_escaped_text_is_plain_text_that_reads_the_same(text: str) -> None:
 def test_escaped_text_stays_literal_inside_the_pages_sentences(text: str) -> None:
     """Escaped pieces are safe next to the page's own Markdown (bold headlines, line breaks)."""
     label = result((text, 0.62))
-    model = ModelInfo(text, text, text, 1000, (224, 224, 3), None)
+    model = ServedModel(text, text, text, 1000, (224, 224, 3), None)
     error = BackendError("rejected", text, text)
     location = BackendLocation(text, "cloud_run", text)
     cases = {
