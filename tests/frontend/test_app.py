@@ -20,6 +20,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from frontend import backend_client
+from frontend.presentation import escape_markdown
 from frontend.previews import PREVIEW_TIMEOUT_S
 from tests.frontend import hostile_files
 from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, CloudRunState, FakeServer, Reply, fake_backend, running
@@ -48,8 +49,19 @@ def run(at: AppTest) -> AppTest:
 
 def texts(elements: object) -> list[str]:
     """What the elements say, with markdown's backslash escapes and the invisible word joiners that
-    escape_markdown adds removed (as a browser shows them)."""
+    escape_markdown adds removed: for the wording only. Escaped or not, a plain name reads the same here,
+    so whether text is escaped is checked on the Markdown source (``markdown``, ``captions``)."""
     return [re.sub(r"\\(.)", r"\1", str(e.value)).replace(WORD_JOINER, "") for e in elements]  # type: ignore[attr-defined]
+
+
+def markdown(elements: object) -> list[str]:
+    """The Markdown source of the elements, as the page sends it to the browser (escapes included)."""
+    return [str(e.value) for e in elements]  # type: ignore[attr-defined]
+
+
+def captions(at: AppTest) -> list[str]:
+    """The Markdown source of every image's caption (Streamlit renders captions as Markdown too)."""
+    return [image.caption for element in at.get("image") for image in element.proto.imgs]
 
 
 def most_likely(at: AppTest) -> list[str]:
@@ -145,7 +157,9 @@ def test_uploads_with_a_bad_file_among_them(page: AppTest, live_backend: str, mo
     assert len(errors) == 1  # only the bad file, in its own card
     assert errors[0].startswith("**notes.jpg**: notes.jpg:")  # the backend's own explanation follows
     assert "Retry" not in [b.label for b in page.button]  # nothing wrong with the backend itself
-    assert "notes.jpg: no preview (this page cannot display it)." in texts(page.info)
+    # File names are escaped where the page shows them (a name is whatever the uploader chose).
+    assert r"notes\.jpg: no preview (this page cannot display it)." in markdown(page.info)
+    assert captions(page) == [r"chelsea\.png", r"coffee\.jpg"]
 
 
 def test_top_k_control(page: AppTest, live_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -436,7 +450,9 @@ def test_hostile_labels_model_and_details_are_shown_literally(
     page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hostile = hostile_texts(PIXEL)
-    behaviour.labels = {f"{i}.png": text for i, text in enumerate(hostile)}
+    # The first photo's name is hostile too: it is its preview's caption.
+    names = [f"![photo]({PIXEL}/caption.png) **0** :material_home:.png"] + [f"{i}.png" for i in range(1, len(hostile))]
+    behaviour.labels = dict(zip(names, hostile, strict=True))
     behaviour.model_info = {**MODEL_INFO, "name": f"![model]({PIXEL}/model.png)", "weights": ":red[weights]"}
     bad_name = f"![file]({PIXEL}/file.png) :material_warning:.jpg"
     behaviour.reject = {bad_name}
@@ -444,7 +460,7 @@ def test_hostile_labels_model_and_details_are_shown_literally(
     monkeypatch.setenv("BACKEND_URL", backend.url)
     monkeypatch.setenv("MAX_FILES", str(len(hostile) + 1))
     run(page)
-    uploads = [(f"{i}.png", jpeg_bytes(CAT, (64, 43)), "image/png") for i in range(len(hostile))]
+    uploads = [(name, jpeg_bytes(CAT, (64, 43)), "image/png") for name in names]
     uploader(page).set_value([*uploads, (bad_name, b"not an image", "image/jpeg")])
     run(page)
 
@@ -452,6 +468,8 @@ def test_hostile_labels_model_and_details_are_shown_literally(
     assert texts(page.main.error) == [f"**{as_shown(bad_name)}**: {as_shown(behaviour.reject_detail)}"]
     model = f"**Model** ![model]({PIXEL}/model.png)  \n:red[weights] · onnx · 1000 classes"
     assert texts(page.sidebar.markdown)[1] == model
+    assert [rendered(caption).text for caption in captions(page)] == names
+    assert markdown(page.info) == [f"{escape_markdown(bad_name)}: no preview (this page cannot display it)."]
     assert_all_literal(page)
 
 
@@ -489,7 +507,14 @@ def test_hostile_uploads_get_no_preview_and_still_their_result(
 
     assert most_likely(page) == ["Most likely: tabby (62%)"] * 4  # the backend's answers, for each
     assert texts(page.main.error)[0].startswith("**drawing.jpg**: drawing.jpg: not an image")
-    assert texts(page.info) == [f"{name}: no preview (this page cannot display it)." for name in files]
+    escaped = [
+        r"claims\-60000x60000\.png",
+        r"rle8\.bmp",
+        r"claims\-65535x65535\.gif",
+        r"drawing\.jpg",
+        r"1000\-scans\.jpg",
+    ]
+    assert markdown(page.info) == [f"{name}: no preview (this page cannot display it)." for name in escaped]
     assert not page.get("image")
     # The slow JPEG is stopped at the preview time limit, while the backend classifies (side by side).
     assert seconds < PREVIEW_TIMEOUT_S + 3
