@@ -58,7 +58,7 @@ def test_frontend_client_code_never_imports_streamlit() -> None:
 
 
 def test_no_print_in_service_code() -> None:
-    for folder in ("backend", "frontend"):
+    for folder in ("backend", "frontend", "common"):
         for path in (ROOT / folder).rglob("*.py"):
             calls = [
                 node
