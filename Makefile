@@ -16,7 +16,7 @@ UV ?= $(BIN)/uv
 # Where `make requirements` writes the requirements_*.txt files (the test regenerates them elsewhere).
 REQUIREMENTS_DIR ?= .
 
-.PHONY: run backend frontend cloud-run-local test check lint fmt typecheck bench prefetch clean venv lock requirements
+.PHONY: run backend frontend cloud-run-local test check lint fmt typecheck bench mutate prefetch clean venv lock requirements
 
 # uv, bootstrapped into the venv with pip when missing (a fresh machine has only Python and make).
 $(BIN)/uv:
@@ -96,6 +96,13 @@ check: lint typecheck
 
 bench: venv
 	$(BIN)/python -m bench
+
+# Mutation testing of the core modules (docs/testing.md): an hour or more on 2 CPUs, so not part of `make test`.
+# One module: make mutate MUTANTS='backend.uploads.*'; survivors: .venv/bin/mutmut show <name>.
+MUTANTS ?=
+mutate: venv
+	TEST_MODEL_CACHE=$(CURDIR)/mutants/.model-cache $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,11 +4,13 @@ at its bound and one byte past it, and where reading stops."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
+from backend import uploads
 from backend.uploads import MemoryBudget, Upload, UploadError, clean_filename, read_uploads
 
 BOUNDARY = "x" * 24
@@ -247,3 +249,36 @@ def test_a_lease_empties_its_buffers_when_the_request_ends() -> None:
     asyncio.run(scenario())
     assert held == [bytearray()]
     assert budget.in_use == 0
+
+
+def _trim_pending(budget: MemoryBudget) -> bool:
+    return budget._trim is not None
+
+
+def test_after_a_large_body_free_memory_goes_back_to_the_os_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[str] = []
+    monkeypatch.setattr(uploads, "_TRIM_DELAY_S", 0.01)
+    budget = MemoryBudget(64 << 20)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        trimmed = asyncio.Event()
+
+        def trim() -> None:
+            trims.append(threading.current_thread().name)
+            loop.call_soon_threadsafe(trimmed.set)
+
+        monkeypatch.setattr(uploads, "return_free_memory", trim)
+        with budget.lease() as lease:
+            lease.grow((4 << 20) - 1)  # smaller bodies leave nothing worth returning
+        assert not _trim_pending(budget)
+        for _ in range(3):  # a burst of large bodies: one trim, after it
+            with budget.lease() as lease:
+                lease.grow(4 << 20)
+        assert _trim_pending(budget)
+        await asyncio.wait_for(trimmed.wait(), 5)
+        assert not _trim_pending(budget)
+
+    asyncio.run(scenario())
+    assert len(trims) == 1
+    assert trims[0] != threading.main_thread().name  # in a worker thread, not on the event loop
