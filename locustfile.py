@@ -23,7 +23,6 @@ See docs/loadtest.md.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -36,7 +35,10 @@ from typing import Any
 from locust import HttpUser, between, events, task
 from locust.clients import ResponseContextManager
 from locust.env import Environment
-from PIL import Image, ImageOps
+
+# The benchmark's photo maker (real photos from scikit-image, a dev dependency, like locust itself). Imported
+# here, not where it is used: locust puts this file's folder on sys.path only while it imports the file.
+from bench import photos as photo_maker
 
 logger = logging.getLogger("locustfile")
 
@@ -71,26 +73,19 @@ class Settings:
 SETTINGS = Settings(photos=[], frontend_host="", auth_token="", frontend_auth_token="")
 
 
-def _jpeg(image: Image.Image, size: tuple[int, int]) -> bytes:
-    """``image`` scaled and centre-cropped to ``size`` (no distortion), as a JPEG like a camera writes."""
-    out = io.BytesIO()
-    ImageOps.fit(image, size, Image.Resampling.BICUBIC).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
 def sample_photos() -> list[Photo]:
-    from skimage import data  # a dev dependency; only needed when no --images-dir is given
-
-    photos: list[Photo] = []
-    for name, expected in SAMPLE_PHOTOS.items():
-        image = Image.fromarray(getattr(data, name)()).convert("RGB")
-        for width, height in SIZES:
-            photos.append(
-                Photo(
-                    f"{name}-{width}x{height}.jpg", _jpeg(image, (width, height)), "image/jpeg", width, height, expected
-                )
-            )
-    return photos
+    return [
+        Photo(
+            f"{name}-{width}x{height}.jpg",
+            photo_maker.photo(name, (width, height)).jpeg,
+            "image/jpeg",
+            width,
+            height,
+            expected,
+        )
+        for name, expected in SAMPLE_PHOTOS.items()
+        for width, height in SIZES
+    ]
 
 
 def folder_photos(folder: Path) -> list[Photo]:
