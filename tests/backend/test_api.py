@@ -127,6 +127,7 @@ def test_a_bmp_with_rle_compression_is_refused_from_its_header(client: TestClien
     assert "RLE" in body["detail"]
 
 
+@pytest.mark.slow  # spends the decode CPU budget
 def test_an_image_over_its_decode_cpu_budget_is_422(make_client: Callable[..., TestClient]) -> None:
     from tests.hostile.attacks import progressive_jpeg_scans
 
@@ -483,6 +484,7 @@ class _SlowRuntime:
         return self.inner(images)
 
 
+@pytest.mark.slow  # waits out a wedged forward pass
 def test_health_fails_while_a_forward_pass_is_wedged(
     make_client: Callable[..., TestClient], onnx_classifier: Classifier
 ) -> None:

@@ -138,6 +138,7 @@ def test_an_image_over_its_cpu_budget_is_stopped_and_its_process_replaced() -> N
     assert not isinstance(after, Exception), after  # a new process took over
 
 
+@pytest.mark.slow  # decoder processes
 def test_a_progressive_jpeg_of_thousands_of_scans_is_stopped_inside_libjpeg() -> None:
     bomb = progressive_jpeg_scans(scans=1600)  # ~40 s of CPU if let run
 
@@ -176,6 +177,7 @@ def test_images_that_do_not_fit_the_memory_budget_together_wait_their_turn_as_50
     assert all(isinstance(r, DecoderBusy) or not isinstance(r, Exception) for r in results), results
 
 
+@pytest.mark.slow  # decoder processes
 def test_the_memory_lease_is_given_back() -> None:
     async def scenario(pool: DecoderPool) -> tuple[int, list[object]]:
         first = [await outcome(pool, BIG_PNG) for _ in range(3)]  # one after another: each fits alone
@@ -186,6 +188,7 @@ def test_the_memory_lease_is_given_back() -> None:
     assert not any(isinstance(r, Exception) for r in results), results
 
 
+@pytest.mark.slow  # decoder processes, seconds of CPU
 def test_cheap_images_are_not_delayed_by_expensive_ones_from_other_requests() -> None:
     bomb = progressive_jpeg_scans(scans=400)  # ~10 s of CPU
 
@@ -206,6 +209,7 @@ def test_cheap_images_are_not_delayed_by_expensive_ones_from_other_requests() ->
     assert all(isinstance(a, DecodeTimeout | DecoderBusy) for a in attacks), attacks
 
 
+@pytest.mark.slow  # timing of 64 decodes
 def test_a_request_with_many_images_does_not_make_another_wait_behind_all_of_them() -> None:
     async def scenario(pool: DecoderPool) -> tuple[float, float]:
         batch = [asyncio.ensure_future(pool.prepare(CAT_JPEG, "batch")) for _ in range(64)]
@@ -220,6 +224,7 @@ def test_a_request_with_many_images_does_not_make_another_wait_behind_all_of_the
     assert single < whole / 4, (single, whole)  # taken in turn, not after the 64
 
 
+@pytest.mark.slow  # decoder processes
 def test_cancelling_the_wait_kills_the_process_doing_the_work() -> None:
     bomb = progressive_jpeg_scans(scans=1600)
 
@@ -242,6 +247,7 @@ def test_cancelling_the_wait_kills_the_process_doing_the_work() -> None:
     assert not alive
 
 
+@pytest.mark.slow  # decoder processes
 def test_a_decoder_that_crashes_fails_only_its_image() -> None:
     bomb = progressive_jpeg_scans(scans=1600)
 
@@ -258,6 +264,7 @@ def test_a_decoder_that_crashes_fails_only_its_image() -> None:
     assert not isinstance(after, Exception), after
 
 
+@pytest.mark.slow  # decoder processes
 def test_closing_the_pool_stops_images_in_progress() -> None:
     bomb = progressive_jpeg_scans(scans=1600)
 

@@ -13,6 +13,8 @@ from backend.classifier._efficientnet_lite import EfficientNetLite0
 from backend.classifier._sources import EMBEDDED_PREPROCESSING
 from tests.support import CAT, COFFEE
 
+pytestmark = pytest.mark.slow  # reference parity with the published library, in eager PyTorch
+
 
 @pytest.fixture(scope="module")
 def models() -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -23,7 +23,7 @@ from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 PHOTOS = [CAT.read_bytes(), COFFEE.read_bytes(), jpeg_bytes(CAT, size=(640, 480)), jpeg_bytes(COFFEE, (4032, 3024))]
 
 
-@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+@pytest.mark.parametrize("runtime", ["onnx", pytest.param("torch", marks=pytest.mark.slow)])
 def test_embedded_model_recognises_real_photos(
     runtime: str, onnx_classifier: Classifier, torch_classifier: Classifier
 ) -> None:
@@ -41,6 +41,7 @@ def test_probabilities_of_all_classes_sum_to_one(onnx_classifier: Classifier) ->
     assert sum(p.probability for p in everything) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow  # eager PyTorch
 def test_onnx_runtime_agrees_with_eager_pytorch(onnx_classifier: Classifier, torch_classifier: Classifier) -> None:
     """The fast path's parity with the reference: same top-5, probabilities within 1e-4 absolute."""
     for fast, reference in zip(onnx_classifier.classify(PHOTOS, 5), torch_classifier.classify(PHOTOS, 5), strict=True):
@@ -84,6 +85,7 @@ def _place_resnet18_weights(torch_home: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+@pytest.mark.slow  # checkpoint loading
 def test_torchvision_model_loads_weights_from_the_torch_home_cache(torch_home: Path) -> None:
     state = _place_resnet18_weights(torch_home)
     module, info = build_module(ModelSpec("resnet18", "DEFAULT"))
@@ -95,6 +97,7 @@ def test_torchvision_model_loads_weights_from_the_torch_home_cache(torch_home: P
     assert (info.preprocessing.resize_size, info.preprocessing.crop_size) == (256, 224)
 
 
+@pytest.mark.slow  # ONNX export
 def test_torchvision_model_serves_through_onnx_with_its_own_labels(torch_home: Path, tmp_path: Path) -> None:
     _place_resnet18_weights(torch_home)
     spec = ModelSpec("resnet18", "IMAGENET1K_V1")
@@ -145,6 +148,7 @@ def _fine_tuned_resnet18(tmp_path: Path, labels: list[str], wrap: bool = False) 
     return ModelSpec("resnet18", checkpoint=tmp_path / "finetuned.pt", labels=tmp_path / "labels.txt")
 
 
+@pytest.mark.slow  # checkpoint loading and export
 @pytest.mark.parametrize("wrap", [False, True], ids=["plain", "lightning-style"])
 def test_fine_tuned_checkpoint_with_its_own_classes(tmp_path: Path, wrap: bool) -> None:
     spec = _fine_tuned_resnet18(tmp_path, ["healthy leaf", "rust", "blight"], wrap=wrap)

@@ -12,6 +12,8 @@ import pytest
 
 from tests.support import CAT, CAT_CLASSES, COFFEE, ROOT, backend_server, jpeg_bytes
 
+pytestmark = pytest.mark.slow  # the real server and the prefetch command, in processes of their own
+
 
 def test_curl_style_calls_over_http(live_backend: str) -> None:
     with httpx.Client(base_url=live_backend, timeout=30) as http:

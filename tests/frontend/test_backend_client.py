@@ -379,6 +379,7 @@ def test_status_and_model_survive_huge_answers(backend: FakeServer, behaviour: B
     assert status.model is None  # no model details, and no crash
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_an_endless_trickle_is_cut_at_the_timeout(backend: FakeServer, behaviour: BackendBehaviour) -> None:
     """A body that never ends, a byte every 50 ms: each read is quick, so only a deadline stops it."""
     behaviour.replies["/predict"] = Reply(200, chunks=itertools.repeat(b" "), chunk_delay_s=0.05)
@@ -422,6 +423,7 @@ def trickling_headers() -> Iterator[str]:
     thread.join(timeout=5)
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_headers_that_trickle_in_are_cut_at_the_timeout(trickling_headers: str) -> None:
     started = time.perf_counter()
     error = failure(client(trickling_headers, backend_timeout_s=1.0))

@@ -125,6 +125,7 @@ def test_bad_values_name_the_variable(variable: str, value: str, message: str) -
     assert str(caught.value).startswith(f"{variable}={value!r}")
 
 
+@pytest.mark.slow  # a fresh interpreter importing the package
 def test_only_the_page_imports_streamlit() -> None:
     code = (
         "import sys\n"

@@ -331,6 +331,7 @@ def test_on_cloud_run_without_a_metadata_server_it_says_so_at_once(
     assert cloud_run_api.requests == []
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_a_metadata_server_that_never_answers_costs_one_short_timeout(
     monkeypatch: pytest.MonkeyPatch, cloud_run_api: FakeServer
 ) -> None:

@@ -160,6 +160,7 @@ def test_why_there_is_no_preview(make: Callable[[], bytes], reason: str) -> None
         make_preview(make())
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_a_preview_that_takes_too_long_is_stopped() -> None:
     """A 40 MP progressive JPEG with 1000 scans (140 kB) takes seconds to decode at any scale: the worker
     is killed at the time limit, the next image gets a fresh one, and the same file is not tried again."""

@@ -99,6 +99,7 @@ def test_payload_names_are_unique_and_described() -> None:
         attacks.payload("nope")
 
 
+@pytest.mark.slow
 def test_attack_payloads_pass_the_cheap_checks() -> None:
     """Every attack at its default parameters: within the byte limit, and its header within the pixel limit."""
     for item in PAYLOADS:

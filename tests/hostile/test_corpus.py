@@ -27,6 +27,8 @@ from tests.hostile.corpus import (
 from tests.reliability.harness import PeakRss, Server
 from tests.support import CAT_CLASSES
 
+pytestmark = pytest.mark.slow  # a real server, its memory measured
+
 BOMB_GROWTH_LIMIT_MB = 50.0
 
 

@@ -90,6 +90,7 @@ def _probabilities(classifier: Classifier, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(classifier.probabilities(pixels[None])[0])
 
 
+@pytest.mark.slow  # large-image shrinking
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16"])
 def test_large_images_are_shrunk_before_conversion_with_the_same_prediction(
     onnx_classifier: Classifier, mode: str
@@ -117,6 +118,7 @@ def test_large_images_are_shrunk_before_conversion_with_the_same_prediction(
     assert np.abs(fast - exact).max() < 0.05
 
 
+@pytest.mark.slow  # large-image shrinking
 def test_exif_orientation_is_applied_after_shrinking(onnx_classifier: Classifier) -> None:
     stored = _cat_at((4032, 3024)).transpose(Image.Transpose.ROTATE_90)  # 3024x4032 on its side
     exif = Image.Exif()

@@ -162,6 +162,7 @@ def test_the_delay_holds_a_batch_open_for_more_images() -> None:
     run(scenario)
 
 
+@pytest.mark.slow
 def test_the_delay_counts_from_the_first_arrival_so_an_image_that_waited_is_not_held_again() -> None:
     delay = 2.0
 

@@ -13,6 +13,8 @@ from backend.classifier._export import artifact_dir
 from backend.classifier._runtimes import OnnxRuntime, TorchRuntime
 from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 
+pytestmark = pytest.mark.slow  # runtimes loaded and run side by side
+
 
 @pytest.fixture
 def images(onnx_classifier: Classifier) -> np.ndarray:

@@ -91,6 +91,7 @@ def _refused(response: Answer, code: str, status: int = 401) -> None:
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@pytest.mark.slow  # an app per test
 def test_every_bad_token_is_refused_and_a_good_one_accepted(
     make_client: Callable[..., TestClient], google_key: SigningKey, other_key: SigningKey
 ) -> None:
@@ -140,6 +141,7 @@ def test_every_bad_token_is_refused_and_a_good_one_accepted(
     _refused(client.post("/predict", content=cat_jpeg()), "missing_token")
 
 
+@pytest.mark.slow  # an app per case
 @pytest.mark.parametrize(
     "issuer",
     [
@@ -167,6 +169,7 @@ def test_tokens_from_another_issuer_are_refused(
     _refused(client.post("/predict", content=cat_jpeg(), headers=_bearer(token)), "wrong_issuer")
 
 
+@pytest.mark.slow  # an app per test
 def test_a_token_without_an_issuer_is_refused(make_client: Callable[..., TestClient], google_key: SigningKey) -> None:
     anonymous = claims()
     del anonymous["iss"]
@@ -197,6 +200,7 @@ def _tamper(token: str) -> str:
     return f"{header}.{forged}.{signature}"
 
 
+@pytest.mark.slow  # an app per test
 def test_health_and_ready_stay_open_and_everything_else_is_closed(
     make_client: Callable[..., TestClient], google_key: SigningKey
 ) -> None:
@@ -211,6 +215,7 @@ def test_health_and_ready_stay_open_and_everything_else_is_closed(
     assert client.get("/nonexistent", headers=_bearer(google_key.sign(claims()))).json()["code"] == "not_found"
 
 
+@pytest.mark.slow  # an app per test
 def test_allowed_emails_restrict_who_may_call(make_client: Callable[..., TestClient], google_key: SigningKey) -> None:
     client = make_client(auth_allowed_emails=[CALLER.upper()])  # compared without case
     assert client.get(PROTECTED, headers=_bearer(google_key.sign(claims()))).status_code == 200
@@ -223,6 +228,7 @@ def test_allowed_emails_restrict_who_may_call(make_client: Callable[..., TestCli
     _refused(client.get(PROTECTED, headers=_bearer(google_key.sign(no_email))), "forbidden_identity", 403)
 
 
+@pytest.mark.slow  # an app per test
 def test_cors_preflight_passes_and_refusals_carry_cors_headers(
     make_client: Callable[..., TestClient], google_key: SigningKey
 ) -> None:
