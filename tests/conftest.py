@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from backend.classifier import Classifier, ModelSpec, load_classifier
-from tests.support import backend_server
+from tests.helpers import backend_server
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support import ROOT, need, need_executable
+from tests.helpers import ROOT, need, need_executable
 
 UV = Path(sys.executable).parent / "uv"  # the dev group's uv, which `make venv` bootstraps
 REQUIREMENTS = ("backend", "model", "frontend", "dev")

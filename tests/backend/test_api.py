@@ -16,7 +16,7 @@ from PIL import Image
 from backend.classifier import Classifier
 from backend.config import Settings
 from tests.backend.conftest import assert_error, png_claiming, post_streamed, wait_ready
-from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 
 CAT_JPEG = jpeg_bytes(CAT)
 COFFEE_JPEG = jpeg_bytes(COFFEE)

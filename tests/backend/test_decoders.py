@@ -25,8 +25,8 @@ from backend.classifier import (
     UnsupportedImage,
 )
 from backend.classifier._images import decode_image
+from tests.helpers import CAT, COFFEE, jpeg_bytes
 from tests.hostile.attacks import bmp_rle, gif_comment_blocks, png_zeros, progressive_jpeg_scans
-from tests.support import CAT, COFFEE, jpeg_bytes
 
 T = TypeVar("T")
 MB = 1 << 20

@@ -11,7 +11,7 @@ from PIL import Image
 
 from backend.classifier._efficientnet_lite import EfficientNetLite0
 from backend.classifier._sources import EMBEDDED_PREPROCESSING
-from tests.support import CAT, COFFEE
+from tests.helpers import CAT, COFFEE
 
 pytestmark = pytest.mark.slow  # reference parity with the published library, in eager PyTorch
 

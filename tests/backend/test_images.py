@@ -17,7 +17,7 @@ from backend.classifier import (
 )
 from backend.classifier._images import decode_image
 from tests.backend.conftest import png_claiming
-from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 
 
 def _encode(image: Image.Image, fmt: str, **params: object) -> bytes:

@@ -18,7 +18,7 @@ from torchvision.models import ResNet18_Weights
 from backend.classifier import Classifier, ImageLimits, ModelConfigError, ModelSpec, load_classifier
 from backend.classifier._export import artifact_dir
 from backend.classifier._sources import build_module
-from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 
 PHOTOS = [CAT.read_bytes(), COFFEE.read_bytes(), jpeg_bytes(CAT, size=(640, 480)), jpeg_bytes(COFFEE, (4032, 3024))]
 

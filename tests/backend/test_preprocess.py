@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as F
 
 from backend.classifier import Preprocessing
 from backend.classifier._sources import _preprocessing_of
-from tests.support import CAT, COFFEE, SKIMAGE_DATA
+from tests.helpers import CAT, COFFEE, SKIMAGE_DATA
 
 
 def _as_uint8(normalised: torch.Tensor, p: Preprocessing) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import CAT, CAT_CLASSES, COFFEE, ROOT, backend_server, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, ROOT, backend_server, jpeg_bytes
 
 pytestmark = pytest.mark.slow  # the real server and the prefetch command, in processes of their own
 

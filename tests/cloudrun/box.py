@@ -14,10 +14,10 @@ What runs, all on 127.0.0.1 (the containers share the host's network, ``--networ
   (cloudbuild.yaml's ``--service-account``), access tokens and identity tokens signed by a local RSA key.
   Both containers reach it through ``GCE_METADATA_HOST`` / ``GCE_METADATA_IP``, as google-auth reads them
   (on Cloud Run it is at 169.254.169.254, which is not ours to answer here).
-- **The Cloud Run Admin API** (``tests.frontend.fakes.fake_cloud_run_api``, at the frontend's
+- **The Cloud Run Admin API** (``tests.helpers.fakes.fake_cloud_run_api``, at the frontend's
   ``CLOUD_RUN_API_ENDPOINT``): the backend service's ``uri`` is the backend container's URL; a lookup must
   carry one of the metadata server's access tokens.
-- **Google's certificate endpoint** (``tests.security.tokens.CertServer``): the local key's certificate.
+- **Google's certificate endpoint** (``tests.helpers.tokens.CertServer``): the local key's certificate.
 - **IAM**: on Cloud Run, the platform refuses calls to a private backend unless they carry a Google-signed
   identity token, for the service's URL, of a member with ``roles/run.invoker``. Here the backend's own
   check stands in for it: ``AUTH_AUDIENCE`` = its URL, ``AUTH_ALLOWED_EMAILS`` = the members cloudbuild.yaml
@@ -53,9 +53,9 @@ import pytest
 from tests.cloudrun.metadata import MetadataState, metadata_env, metadata_server
 from tests.containers import cloudbuild
 from tests.containers.podman import Container, build_image, container, podman_executable
-from tests.frontend.fakes import CloudRunState, FakeServer, fake_cloud_run_api
-from tests.security.tokens import CertServer, SigningKey
-from tests.support import ROOT, free_port
+from tests.helpers import ROOT, free_port
+from tests.helpers.fakes import CloudRunState, FakeServer, fake_cloud_run_api
+from tests.helpers.tokens import CertServer, SigningKey
 
 BACKEND_TAG = "localhost/image-classifier-backend:cloudrun-box"
 FRONTEND_TAG = "localhost/image-classifier-frontend:cloudrun-box"

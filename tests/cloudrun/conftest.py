@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cloudrun.metadata import MetadataState, metadata_server
-from tests.frontend.fakes import FakeServer, running
-from tests.security.tokens import CertServer, SigningKey
+from tests.helpers.fakes import FakeServer, running
+from tests.helpers.tokens import CertServer, SigningKey
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ It answers what google-auth and the frontend ask it, the way Cloud Run's does: e
 ``Metadata-Flavor: Google``, and every ``/computeMetadata/v1/...`` request must carry it too (403 otherwise,
 and for requests with ``X-Forwarded-For``); ``GET /`` is google-auth's "is there a metadata server?" ping.
 Text values are ``application/text``, the service account's record and access tokens JSON. Identity tokens
-(``.../identity?audience=A&format=full``) are JWTs signed RS256 with a local key (``tests.security.tokens``),
+(``.../identity?audience=A&format=full``) are JWTs signed RS256 with a local key (``tests.helpers.tokens``),
 whose certificate ``CertServer`` serves as Google's certificate endpoint serves Google's.
 
 Point google-auth at it with ``GCE_METADATA_HOST`` (metadata requests) and ``GCE_METADATA_IP`` (the ping),
@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.frontend.fakes import FakeServer, Reply, Request
-from tests.security.tokens import ISSUER, SigningKey, claims
+from tests.helpers.fakes import FakeServer, Reply, Request
+from tests.helpers.tokens import ISSUER, SigningKey, claims
 
 V1 = "/computeMetadata/v1/"
 FLAVOR = {"Metadata-Flavor": "Google", "Server": "Metadata Server for Serverless"}

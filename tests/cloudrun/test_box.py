@@ -19,7 +19,7 @@ from frontend.config import FrontendSettings
 from tests.cloudrun.box import ARTIFACTS, CloudRunBox, build_images
 from tests.containers.podman import Container, podman_executable
 from tests.frontend.hostile_text import WORD_JOINER
-from tests.support import CAT, CAT_CLASSES, chromium
+from tests.helpers import CAT, CAT_CLASSES, chromium
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

@@ -14,8 +14,8 @@ from backend.errors import answer_for
 from frontend.auth import IdentityTokens, token_claims
 from frontend.discovery import MetadataServer, MetadataUnreachable
 from tests.cloudrun.metadata import MetadataState, point_google_auth_at
-from tests.frontend.fakes import FakeServer
-from tests.security.tokens import CertServer
+from tests.helpers.fakes import FakeServer
+from tests.helpers.tokens import CertServer
 
 AUDIENCE = "http://127.0.0.1:8080"
 

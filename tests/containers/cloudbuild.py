@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.support import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 CLOUDBUILD = ROOT / "cloudbuild.yaml"
 # Cloud Build's own substitutions (https://cloud.google.com/build/docs/configuring-builds/substitute-variable-values)

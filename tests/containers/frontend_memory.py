@@ -26,8 +26,8 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from tests.frontend.fakes import BackendBehaviour, fake_backend, running
-from tests.support import ROOT, SKIMAGE_DATA, chromium, server_popen
+from tests.helpers import ROOT, SKIMAGE_DATA, chromium, server_popen
+from tests.helpers.fakes import BackendBehaviour, fake_backend, running
 
 REPORT = ROOT / "artifacts" / "containers" / "frontend-memory.json"
 MiB = 1024 * 1024

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, free_port, need, need_executable
+from tests.helpers import ROOT, free_port, need, need_executable
 
 BASE_IMAGE = "python:3.11-slim"
 BACKEND_TAG = "localhost/image-classifier-backend:test"

@@ -20,7 +20,7 @@ from tests.containers.podman import (
     record,
     secret_like_files,
 )
-from tests.support import CAT, CAT_CLASSES, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, jpeg_bytes
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)]
 

@@ -20,7 +20,7 @@ import pytest
 from backend.config import Settings
 from frontend.config import FrontendSettings
 from tests.containers import cloudbuild
-from tests.support import ROOT, need_executable
+from tests.helpers import ROOT, need_executable
 
 REPOSITORY = r"\$\{_REGION\}-docker\.pkg\.dev/\$\{PROJECT_ID\}/\$\{_REPOSITORY\}/"
 IMAGE = re.compile(rf"^{REPOSITORY}(?P<name>[^:]+):\$\{{COMMIT_SHA\}}$")

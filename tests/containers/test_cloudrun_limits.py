@@ -22,7 +22,7 @@ from tests.containers.cloudrun_limits import (
     expand,
     split,
 )
-from tests.support import need_executable
+from tests.helpers import need_executable
 
 GOOD_BACKEND = (
     "gcloud run deploy classifier-backend --image=example --region=europe-west1 --no-allow-unauthenticated "

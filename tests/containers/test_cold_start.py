@@ -18,7 +18,7 @@ import pytest
 
 from tests.containers import cloudbuild
 from tests.containers.podman import HARDENED, Image, container, record
-from tests.support import CAT, free_port, jpeg_bytes
+from tests.helpers import CAT, free_port, jpeg_bytes
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(1800)]
 

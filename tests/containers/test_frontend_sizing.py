@@ -79,7 +79,7 @@ def test_measured_session_memory_is_within_the_figures_the_sizing_uses(tmp_path:
     """Re-measure: the real ``python -m frontend``, 4 Chromium sessions uploading 16 photos of ~3.5 MB."""
     from tests.containers.frontend_memory import REPORT, measure
 
-    sessions = 4  # measure() launches Chromium through tests.support.chromium (skipped, or failed in CI, without it)
+    sessions = 4  # measure() launches Chromium through tests.helpers.chromium (skipped, or failed in CI, without it)
     measurement = measure(sessions, IMAGES_PER_SESSION, tmp_path)
     report = measurement.report()
     REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.frontend.fakes import FakeServer, Reply, Request, running
-from tests.support import ROOT, need
+from tests.helpers import ROOT, need
+from tests.helpers.fakes import FakeServer, Reply, Request, running
 
 pytestmark = pytest.mark.slow  # runs deploy/verify.sh against fake gcloud, curl and services
 

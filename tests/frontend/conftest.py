@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from frontend import discovery
-from tests.frontend.fakes import BackendBehaviour, CloudRunState, FakeServer, fake_backend, fake_cloud_run_api, running
+from tests.helpers.fakes import BackendBehaviour, CloudRunState, FakeServer, fake_backend, fake_cloud_run_api, running
 
 # Every variable the frontend reads, so a developer's own settings never leak into a test.
 FRONTEND_VARIABLES = (

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.frontend import hostile_files
-from tests.frontend.fakes import BackendBehaviour, Reply, fake_backend, prediction, running
-from tests.support import CAT, chromium, jpeg_bytes, server_popen
+from tests.helpers import CAT, chromium, jpeg_bytes, server_popen
+from tests.helpers.fakes import BackendBehaviour, Reply, fake_backend, prediction, running
 
 
 def _noisy_png(width: int, height: int, noise_bytes: int = 19_000_000) -> bytes:

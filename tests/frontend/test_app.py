@@ -23,12 +23,11 @@ from frontend import backend_client
 from frontend.presentation import escape_markdown
 from frontend.previews import PREVIEW_TIMEOUT_S
 from tests.frontend import hostile_files
-from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, CloudRunState, FakeServer, Reply, fake_backend, running
 from tests.frontend.hostile_text import WORD_JOINER, as_shown, hostile_texts, rendered, streamlit_rewrites
-from tests.support import CAT, CAT_CLASSES, COFFEE, ROOT, free_port, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, COFFEE_CLASSES, ROOT, free_port, jpeg_bytes
+from tests.helpers.fakes import MODEL_INFO, BackendBehaviour, CloudRunState, FakeServer, Reply, fake_backend, running
 
 APP = str(ROOT / "frontend" / "app.py")
-COFFEE_CLASSES = frozenset({"espresso", "cup", "coffee mug", "eggnog"})
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from google.auth.exceptions import DefaultCredentialsError, RefreshError
 from frontend.auth import FAILURE_BACKOFF_S, FAILURE_REUSE_S, AuthError, IdentityTokenAuth, IdentityTokens
 from frontend.backend_client import Backend, BackendError, ImageInput
 from frontend.config import AuthMode, FrontendSettings
-from tests.frontend.fakes import BackendBehaviour, FakeServer, Reply, Request, running
-from tests.security.tokens import SigningKey
+from tests.helpers.fakes import BackendBehaviour, FakeServer, Reply, Request, running
+from tests.helpers.tokens import SigningKey
 
 IMAGE = ImageInput("cat.jpg", b"\xff\xd8\xff fake jpeg", "image/jpeg")
 PRIVATE = "https://classifier-backend-x2b4qk7fva-ew.a.run.app"

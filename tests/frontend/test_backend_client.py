@@ -17,8 +17,8 @@ from frontend import backend_client
 from frontend.backend_client import Backend, BackendError, Classification, ImageInput
 from frontend.config import FrontendSettings
 from frontend.logs import configure_logging
-from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, prediction, running
-from tests.support import free_port
+from tests.helpers import free_port
+from tests.helpers.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, prediction, running
 
 IMAGE = ImageInput("cat.jpg", b"\xff\xd8\xff fake jpeg", "image/jpeg")
 

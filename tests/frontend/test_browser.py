@@ -10,14 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.frontend.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, running
 from tests.frontend.hostile_text import WORD_JOINER, as_shown, hostile_texts
-from tests.support import CAT, CAT_CLASSES, ROOT, chromium, free_port, frontend_server, jpeg_bytes, server_process
+from tests.helpers import (
+    CAT,
+    CAT_CLASSES,
+    COFFEE_CLASSES,
+    ROOT,
+    chromium,
+    free_port,
+    frontend_server,
+    jpeg_bytes,
+    server_process,
+)
+from tests.helpers.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, running
 
 ARTIFACTS = ROOT / "artifacts"
 SCREENSHOT = ARTIFACTS / "frontend-e2e.png"
 PERCENT = re.compile(r"\(\d+(\.\d)?%\)")
-COFFEE_CLASSES = frozenset({"espresso", "cup", "coffee mug", "eggnog"})
 TIMEOUT_MS = 90_000
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from frontend.config import ConfigError, FrontendSettings
-from tests.support import ROOT
+from tests.helpers import ROOT
 
 
 def test_defaults() -> None:

@@ -13,7 +13,8 @@ from frontend.config import FrontendSettings
 from frontend.discovery import METADATA_TIMEOUT_S, BackendLocator, DiscoveryError, MetadataServer
 from tests.cloudrun.metadata import MetadataState, point_google_auth_at
 from tests.cloudrun.metadata import metadata_server as metadata_server_for
-from tests.frontend.fakes import (
+from tests.helpers import free_port
+from tests.helpers.fakes import (
     BackendBehaviour,
     CloudRunState,
     FakeServer,
@@ -21,8 +22,7 @@ from tests.frontend.fakes import (
     fake_backend,
     running,
 )
-from tests.security.tokens import SigningKey
-from tests.support import free_port
+from tests.helpers.tokens import SigningKey
 
 SIGNING_KEY = SigningKey.generate("discovery-tests")
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import signal
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,37 +13,11 @@ from streamlit.testing.v1 import AppTest
 
 from frontend.backend_client import Backend, BackendError, ImageInput
 from frontend.config import FrontendSettings
-from tests.frontend.fakes import BackendBehaviour, FakeServer
 from tests.frontend.hostile_text import WORD_JOINER
-from tests.support import CAT_CLASSES, ROOT, free_port, wait_for
+from tests.helpers import CAT_CLASSES, COFFEE_CLASSES, ROOT, free_port, server_popen
+from tests.helpers.fakes import BackendBehaviour, FakeServer
 
 APP = str(ROOT / "frontend" / "app.py")
-COFFEE_CLASSES = frozenset({"espresso", "cup", "coffee mug", "eggnog"})
-
-
-@contextlib.contextmanager
-def real_backend(port: int, model_cache: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m backend`` on a fixed port (so it can be restarted where the frontend expects it)."""
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "MODEL_CACHE_DIR": str(model_cache),
-        "ACCESS_LOG": "false",
-    }
-    with log_path.open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=log, stderr=log)
-        try:
-            wait_for(f"http://127.0.0.1:{port}/ready", 90, process)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
 
 
 def texts(elements: object) -> list[str]:
@@ -76,9 +45,10 @@ def test_backend_killed_and_restarted_mid_session(
     st.cache_resource.clear()
     st.cache_data.clear()
     page = AppTest.from_file(APP, default_timeout=90)
-    log = tmp_path / "backend.log"
+    env = {"MODEL_CACHE_DIR": str(model_cache), "ACCESS_LOG": "false"}
 
-    with real_backend(port, model_cache, log) as first:
+    # on a fixed port, so that it can be restarted where the frontend expects it
+    with server_popen("backend", "/ready", env, tmp_path / "first.log", port=port) as (_, first):
         run(page)
         page.pills(key="samples").set_value(["cat"])
         run(page)
@@ -96,7 +66,7 @@ def test_backend_killed_and_restarted_mid_session(
     assert texts(page.main.warning) == ["coffee.jpg was not classified: see the message above."]
     assert most_likely(page) == [cat]
 
-    with real_backend(port, model_cache, log):  # back, on the same port
+    with server_popen("backend", "/ready", env, tmp_path / "second.log", port=port):  # back, on the same port
         page.button(key="retry").click()
         run(page)
         assert texts(page.sidebar.success) == ["Ready"]

@@ -14,8 +14,8 @@ import pytest
 
 from frontend.__main__ import streamlit_command
 from frontend.config import FrontendSettings
-from tests.frontend.fakes import FakeServer
-from tests.support import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port, wait_for
+from tests.helpers.fakes import FakeServer
 
 
 def test_streamlit_flags() -> None:

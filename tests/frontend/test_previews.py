@@ -15,7 +15,7 @@ from PIL import Image, JpegImagePlugin
 
 from frontend.previews import MAX_PREVIEW_PIXELS, PREVIEW_TIMEOUT_S, NoPreview, Previewer, make_preview
 from tests.frontend import hostile_files
-from tests.support import CAT, jpeg_bytes
+from tests.helpers import CAT, jpeg_bytes
 
 QUICK_S = 1.0  # a generous bound for "at once"
 

@@ -479,7 +479,7 @@ def webp_huge_canvas(width: int = 16383, height: int = 3000, frames: int = 1) ->
 
 def _photo(width: int, height: int, noise: int = 6) -> Image.Image:
     """The cat photo scaled to ``width`` x ``height`` with fixed sensor-like noise (so it compresses like a photo)."""
-    from tests.support import CAT
+    from tests.helpers import CAT
 
     image = Image.open(CAT).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
     if not noise:

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from tests.support import CAT, COFFEE
+from tests.helpers import CAT, COFFEE
 
 Expect = Literal["cat", "not_cat"]
 BOUNDARY = "hostile-corpus-boundary-7d41"

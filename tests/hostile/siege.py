@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
+from tests.helpers import CAT, backend_server, jpeg_bytes
 from tests.hostile import attacks
 from tests.hostile.corpus import Part, multipart
 from tests.reliability.harness import PeakRss, memory_mb, server_process
-from tests.support import CAT, backend_server, jpeg_bytes
 
 MB = 1024 * 1024
 NORMAL_INTERVAL_S = 0.5

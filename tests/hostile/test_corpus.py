@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import CAT_CLASSES
 from tests.hostile.corpus import (
     Case,
     cat,
@@ -25,7 +26,6 @@ from tests.hostile.corpus import (
     png_zeros,
 )
 from tests.reliability.harness import PeakRss, Server
-from tests.support import CAT_CLASSES
 
 pytestmark = pytest.mark.slow  # a real server, its memory measured
 

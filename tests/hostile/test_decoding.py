@@ -11,8 +11,8 @@ from PIL import Image
 
 from backend.classifier import Classifier, ImageError, ImageLimits
 from backend.classifier._images import _to_uint8, decode_image
+from tests.helpers import CAT_CLASSES
 from tests.hostile.corpus import animation, cat, coffee, encode
-from tests.support import CAT_CLASSES
 
 MUTATIONS_PER_SEED = 400
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import backend_server
 from tests.hostile.siege import CLASSES, AttackClass, Result, besiege, raise_open_file_limit
 from tests.reliability.harness import server_process
-from tests.support import backend_server
 
 ATTACKERS = 4
 NORMAL_MAX_S = 1.5

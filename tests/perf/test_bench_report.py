@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.report import KEPT_SECTION, kept_section
-from tests.support import ROOT
+from tests.helpers import ROOT
 
 
 def test_the_hand_written_section_is_kept_from_the_previous_report(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 from bench.inprocess import PipelineRun, Rate, RuntimeCeiling
 from bench.report import SECTIONS, Results, targets
 from bench.server import LoadResult, MemorySample
-from tests.support import ROOT, need_executable
+from tests.helpers import ROOT, need_executable
 
 MiB = 2**20
 

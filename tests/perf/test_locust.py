@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support import CAT, ROOT, frontend_server, jpeg_bytes
+from tests.helpers import CAT, ROOT, frontend_server, jpeg_bytes
 
 LOCUSTFILE = ROOT / "locustfile.py"
 BACKEND_REQUESTS = {"/predict multipart", "/predict raw", "/predict multipart x3", "/ready"}

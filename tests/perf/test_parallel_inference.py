@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from backend.app import create_app
 from backend.classifier import Classifier, RuntimeName
 from backend.config import Settings
-from tests.support import CAT, CAT_CLASSES, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, jpeg_bytes
 
 pytestmark = pytest.mark.slow  # forward passes held side by side in a real app
 

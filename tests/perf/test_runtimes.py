@@ -11,7 +11,7 @@ import pytest
 from backend.classifier import Classifier, ImageLimits, ModelSpec, default_threads
 from backend.classifier._export import artifact_dir
 from backend.classifier._runtimes import OnnxRuntime, TorchRuntime
-from tests.support import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
 
 pytestmark = pytest.mark.slow  # runtimes loaded and run side by side
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from tests.support import backend_server
+from tests.helpers import backend_server
 
 MB = 1024 * 1024
 

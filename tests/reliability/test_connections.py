@@ -20,9 +20,9 @@ import httpx
 import pytest
 import requests
 
+from tests.helpers import CAT, jpeg_bytes
 from tests.hostile import attacks
 from tests.reliability.harness import Server, running_server
-from tests.support import CAT, jpeg_bytes
 
 PHOTO = jpeg_bytes(CAT)
 MAX_CONNECTIONS = 40

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.helpers import CAT_CLASSES
 from tests.hostile.corpus import cat_jpeg
 from tests.reliability.harness import running_server
-from tests.support import CAT_CLASSES
 
 REQUEST_TIMEOUT_S = 6.0
 STALLED = 50

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import CAT_CLASSES
 from tests.hostile.corpus import cat_jpeg
 from tests.reliability.harness import percentiles, running_server
-from tests.support import CAT_CLASSES
 
 CLIENTS = 200
 MAX_QUEUE_SIZE = 16

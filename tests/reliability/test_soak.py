@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import CAT_CLASSES
 from tests.hostile.corpus import BOUNDARY, Part, cat, coffee, encode, multipart, png_zeros, truncated
 from tests.reliability.harness import Server, percentiles, running_server
-from tests.support import CAT_CLASSES
 
 CLIENTS = 16
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "2000"))

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.security.tokens import CertServer, SigningKey
+from tests.helpers.tokens import CertServer, SigningKey
 
 
 @pytest.fixture(scope="session")

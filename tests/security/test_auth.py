@@ -22,8 +22,8 @@ from backend.classifier import Classifier
 from backend.config import Settings
 from backend.errors import answer_for
 from backend.middleware import IdTokenAuthMiddleware
-from tests.hostile.corpus import cat_jpeg
-from tests.security.tokens import (
+from tests.helpers import CAT_CLASSES, backend_server
+from tests.helpers.tokens import (
     AUDIENCE,
     CALLER,
     CertServer,
@@ -32,7 +32,7 @@ from tests.security.tokens import (
     hmac_token,
     unsigned_token,
 )
-from tests.support import CAT_CLASSES, backend_server
+from tests.hostile.corpus import cat_jpeg
 
 PROTECTED = "/openapi.json"  # a route that needs no model: every check below is about the token alone
 

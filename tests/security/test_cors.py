@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from backend.config import Settings
-from tests.support import backend_server
+from tests.helpers import backend_server
 
 ALLOWED = "https://a.example"
 PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}

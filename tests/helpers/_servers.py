@@ -1,77 +1,19 @@
-"""Helpers the tests share: real photos, free ports, and real server processes."""
+"""Real server processes for tests: ``python -m backend`` / ``python -m frontend`` on a free (or given) port."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
-import pytest
-import skimage
-from PIL import Image
 
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser
-
-ROOT = Path(__file__).resolve().parent.parent
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-CAT = SKIMAGE_DATA / "chelsea.png"  # a tabby cat, photographed by someone else
-COFFEE = SKIMAGE_DATA / "coffee.png"  # a cup of espresso
-CAT_CLASSES = frozenset({"tabby", "tiger cat", "Egyptian cat"})
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's (`playwright install` cannot download one here)
-CHROMIUM_ARGS = (
-    "--headless",
-    "--no-sandbox",  # as root in a container
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip when a tool is missing on a developer's machine; in CI the same gap is a failure."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI must be able to run this test: {reason}")
-    pytest.skip(reason)
-
-
-def need_executable(name: str) -> str:
-    path = shutil.which(name)
-    need(path is not None, f"{name} is not installed")
-    assert path is not None
-    return path
-
-
-def jpeg_bytes(path: Path, size: tuple[int, int] | None = None, quality: int = 90) -> bytes:
-    """A real photo re-encoded as JPEG, optionally resized (to make phone-sized or small test images)."""
-    image = Image.open(path).convert("RGB")
-    if size is not None:
-        image = image.resize(size, Image.Resampling.BICUBIC)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality)
-    return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from bench.server import free_port
+from tests.helpers._environment import ROOT
 
 
 def wait_for(url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -147,20 +89,3 @@ def frontend_server(
 ) -> contextlib.AbstractContextManager[str]:
     """The real frontend (``python -m frontend``, Streamlit) on ``port`` (or a free one), talking to ``backend_url``."""
     return server_process("frontend", "/_stcore/health", {"BACKEND_URL": backend_url}, log_path, 60.0, port)
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (skipped when either is missing; failed in CI)."""
-    need(CHROMIUM.exists(), "Chromium is not installed: apt-get install -y chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install playwright; no browser download)")
-        raise
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
-        try:
-            yield browser
-        finally:
-            browser.close()

@@ -24,7 +24,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support import free_port
+from tests.helpers import free_port
 
 
 @dataclass
