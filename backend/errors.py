@@ -27,7 +27,9 @@ from backend.classifier import (
     InvalidImage,
     UnsupportedImage,
 )
-from backend.schemas import ErrorResponse
+from backend.protocols import protocol_of
+from backend.protocols.v2 import InferenceRequestError, ModelNotFound
+from backend.schemas import ErrorResponse, TorchServeErrorResponse, V2ErrorResponse
 from backend.service import ImageFailed, NotReady
 from backend.uploads import InvalidUpload, UnsupportedUpload, UploadMemoryFull, UploadTooLarge
 
@@ -60,6 +62,8 @@ ANSWERS: dict[type[BaseException], Answer] = {
     UnsupportedImage: Answer(415),
     DecodeTimeout: Answer(422),
     RequestValidationError: Answer(422, "invalid_request"),
+    InferenceRequestError: Answer(400),
+    ModelNotFound: Answer(404),
     # who the caller is (answered by the token middleware, before any route)
     InvalidToken: Answer(401),
     ForbiddenIdentity: Answer(403),
@@ -95,7 +99,12 @@ def answer_for(exc: BaseException) -> Answer:
 
 
 def error_response(
-    exc: BaseException, detail: str | None = None, headers: dict[str, str] | None = None, **extra: object
+    exc: BaseException,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
+    **extra: object,
 ) -> JSONResponse:
     """The JSON answer to ``exc``, as ``ANSWERS`` says; ``detail`` replaces the table's or the exception's."""
     answer = answer_for(exc)
@@ -105,12 +114,33 @@ def error_response(
         detail = answer.detail.format(exc=exc) if answer.detail else own.message
     if answer.retry_after_s is not None:
         headers = {"Retry-After": str(answer.retry_after_s), **(headers or {})}
-    return json_error(answer.status, code, detail, headers, **extra)
+    return json_error(answer.status, code, detail, headers, path=path, **extra)
+
+
+# TorchServe's error "type" (its Java exception names) by status, for clients that read it.
+_TORCHSERVE_TYPES = {
+    400: "BadRequestException",
+    404: "ModelNotFoundException",
+    405: "MethodNotAllowedException",
+    413: "RequestEntityTooLargeException",
+    415: "UnsupportedMediaTypeException",
+    422: "BadRequestException",
+    503: "ServiceUnavailableException",
+    504: "RequestTimeoutException",
+}
 
 
 def json_error(
-    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: object
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, *, path: str = "", **extra: object
 ) -> JSONResponse:
+    """The error body: ours (``ErrorResponse``), or the one the clients of the protocol at ``path`` read."""
+    protocol = protocol_of(path)
+    if protocol == "v2":  # the Open Inference Protocol's: {"error": "..."}
+        return JSONResponse(V2ErrorResponse(error=detail).model_dump(), status_code=status, headers=headers)
+    if protocol == "torchserve":  # TorchServe's: {"code": 404, "type": "ModelNotFoundException", "message": ...}
+        kind = _TORCHSERVE_TYPES.get(status, "InternalServerException")
+        served = TorchServeErrorResponse(code=status, type=kind, message=detail)
+        return JSONResponse(served.model_dump(), status_code=status, headers=headers)
     body = ErrorResponse(detail=detail, code=code, **extra)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -131,30 +161,52 @@ PREDICT_ERRORS: dict[int | str, dict[str, object]] = {
 
 async def _answer(request: Request, exc: Exception) -> JSONResponse:
     """The one exception handler: every failure in ``ANSWERS``, and the framework's own errors."""
+    path = request.url.path
     if isinstance(exc, ImageFailed):  # one image of several: answered as that image's error, naming it
         name = exc.filename or f"image {exc.index + 1}"
-        return error_response(exc.error, f"{name}: {exc.error.message}", filename=exc.filename, index=exc.index)
+        return error_response(
+            exc.error, f"{name}: {exc.error.message}", path=path, filename=exc.filename, index=exc.index
+        )
     if isinstance(exc, RequestValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err.get('loc', ()) if p not in ('query', 'body'))}: {err.get('msg')}"
             for err in exc.errors()
         )
-        return error_response(exc, f"Invalid request: {problems}.")
+        return error_response(exc, f"Invalid request: {problems}.", path=path)
     if isinstance(exc, StarletteHTTPException):  # routing's own answers (404, 405): their status is theirs
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         detail = str(exc.detail)
         if exc.status_code in (404, 405):
             detail = f"{detail}: {request.method} {request.url.path}. The API is described at /docs."
-        return json_error(exc.status_code, code, detail, dict(exc.headers) if exc.headers else None)
+        return json_error(exc.status_code, code, detail, dict(exc.headers) if exc.headers else None, path=path)
     if isinstance(exc, ClientDisconnect):
         # The client left before sending its whole body: nobody will read this answer. Not an error of
         # ours, so no stack trace; 499 (nginx's "client closed request") keeps it apart in the metrics.
         logger.info("client disconnected during the upload", extra={"path": request.url.path})
     elif answer_for(exc).status == 500:
         logger.exception("unhandled error", extra={"path": request.url.path})
-    return error_response(exc)
+    return error_response(exc, path=path)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     for exc_type in (*ANSWERS, ImageFailed, StarletteHTTPException):
         app.add_exception_handler(exc_type, _answer)
+
+
+_PROTOCOL_ERRORS = {
+    400: "not an inference request the model takes (see the message), corrupt or truncated image",
+    404: "unknown model or version",
+    413: "image over the byte, pixel or decode-memory limit, too many images, body too large",
+    415: "not an image, an unsupported image format, or a compressed body (Content-Encoding)",
+    422: "an image that took more than its CPU budget to decode",
+    503: "model loading, shutting down, queue or memory budgets full, decoders busy (see Retry-After)",
+    504: "the request took longer than REQUEST_TIMEOUT_S",
+}
+# Documented on the protocols' routes, in the body each protocol's clients read.
+V2_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": V2ErrorResponse, "description": description} for status, description in _PROTOCOL_ERRORS.items()
+}
+TORCHSERVE_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": TorchServeErrorResponse, "description": description}
+    for status, description in _PROTOCOL_ERRORS.items()
+}

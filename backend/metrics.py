@@ -20,6 +20,12 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
+        self.protocol_requests = Counter(
+            "protocol_requests",
+            "HTTP requests answered, by API protocol (native, v2: Open Inference Protocol, torchserve) and status",
+            ["protocol", "status"],
+            registry=r,
+        )
         self.request_latency = Histogram(
             "http_request_duration_seconds", "Time to answer a request", ["route"], buckets=_LATENCY_BUCKETS, registry=r
         )

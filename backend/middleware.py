@@ -13,10 +13,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.auth import AuthUnavailable, GoogleIdTokenVerifier, InvalidToken, bearer_token
 from backend.errors import answer_for, error_response
 from backend.metrics import Metrics
+from backend.protocols import protocol_of
 
 logger = logging.getLogger("backend.access")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
-OPEN_PATHS: Final = frozenset({"/health", "/ready"})  # probes need no token
+# Probes need no token (the protocols' own included: KServe's and TorchServe's health checks).
+OPEN_PATHS: Final = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/ping"})
 
 
 class ObservabilityMiddleware:
@@ -50,6 +52,7 @@ class ObservabilityMiddleware:
             # The route's template, never the raw path: unmatched paths would explode label cardinality.
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.protocol_requests.labels(protocol_of(template), str(status)).inc()
             self.metrics.request_latency.labels(template).observe(elapsed)
             if self.access_log:
                 self._log(scope, status, elapsed)

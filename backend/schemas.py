@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -65,3 +65,128 @@ class ModelResponse(BaseModel):
     max_files: int
     max_image_bytes: int
     max_image_pixels: int
+
+
+# --- Open Inference Protocol v2 (KServe v2, Triton HTTP/REST): backend/routes/v2.py
+
+
+class V2ErrorResponse(BaseModel):
+    error: str = Field(description="what went wrong and what to do about it (the protocol's error body)")
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str] = Field(description="protocol extensions: binary_tensor_data, classification")
+
+
+class V2Live(BaseModel):
+    live: bool
+
+
+class V2Ready(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2Tensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, str] | None = None
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2Tensor]
+    outputs: list[V2Tensor]
+
+
+class V2InferInput(BaseModel):
+    name: Literal["IMAGE", "PIXELS"]
+    shape: list[int] = Field(description="IMAGE: [N]; PIXELS: [N, 3, H, W]")
+    datatype: Literal["BYTES", "FP32"] = Field(description="IMAGE is BYTES, PIXELS is FP32")
+    parameters: dict[str, int | bool | str] | None = Field(
+        None, description="binary_data_size: this input's bytes after the JSON header (binary extension)"
+    )
+    data: list[Any] | None = Field(None, description="IMAGE: base64 strings; PIXELS: numbers, flat or nested")
+
+
+class V2RequestedOutput(BaseModel):
+    name: Literal["PROBABILITIES"]
+    parameters: dict[str, int | bool] | None = Field(
+        None, description="classification: k (top-k 'score:index:label' strings); binary_data: true"
+    )
+
+
+class V2InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, int | bool | str] | None = Field(None, description="binary_data_output: true")
+    inputs: list[V2InferInput] = Field(min_length=1, max_length=1)
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2InferOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Literal["FP32", "BYTES"]
+    parameters: dict[str, int] | None = Field(None, description="binary_data_size, when the data is binary")
+    data: list[float] | list[str] | None = None
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[V2InferOutput]
+
+
+# --- TorchServe's inference and management APIs (the parts a client of image_classifier uses): routes/torchserve.py
+
+
+class TorchServeErrorResponse(BaseModel):
+    code: int = Field(description="the HTTP status")
+    type: str = Field(examples=["ModelNotFoundException"])
+    message: str
+
+
+class TorchServePing(BaseModel):
+    status: Literal["Healthy", "Unhealthy"]
+
+
+class TorchServeModelEntry(BaseModel):
+    modelName: str  # noqa: N815 - TorchServe's field names
+    modelUrl: str  # noqa: N815
+
+
+class TorchServeModels(BaseModel):
+    models: list[TorchServeModelEntry]
+
+
+class TorchServeWorker(BaseModel):
+    id: str
+    startTime: str  # noqa: N815
+    status: Literal["READY"]
+    memoryUsage: int  # noqa: N815
+    pid: int
+    gpu: bool
+    gpuUsage: str  # noqa: N815
+
+
+class TorchServeModelDescription(BaseModel):
+    modelName: str  # noqa: N815
+    modelVersion: str  # noqa: N815
+    modelUrl: str  # noqa: N815
+    runtime: str
+    minWorkers: int  # noqa: N815
+    maxWorkers: int  # noqa: N815
+    batchSize: int  # noqa: N815
+    maxBatchDelay: int  # noqa: N815
+    loadedAtStartup: bool  # noqa: N815
+    workers: list[TorchServeWorker]

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from backend.batching import Batcher, BatchStats, QueueFull
 from backend.classifier import (
     Classifier,
@@ -54,6 +56,7 @@ class ImageResult:
     filename: str | None
     prepared: PreparedImage
     predictions: list[Prediction]
+    probabilities: np.ndarray  # every class's, for protocols that return the whole row (Open Inference v2)
 
 
 ClassifierFactory = Callable[[Settings], Classifier]
@@ -196,9 +199,25 @@ class ModelService:
             self.admitted -= len(uploads)
         self.metrics.images.inc(len(rows))
         return [
-            ImageResult(upload.filename, p, classifier.top_k(row, top_k))
+            ImageResult(upload.filename, p, classifier.top_k(row, top_k), row)
             for upload, p, row in zip(uploads, prepared, rows, strict=True)
         ]
+
+    async def classify_pixels(self, pixels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Probabilities for images a client preprocessed itself (``uint8`` ``(H, W, 3)`` crops): the same
+        admission, queue and batcher as ``classify``, without the decoders."""
+        _, batcher, _ = self.ensure_ready()
+        self.ensure_capacity(len(pixels))
+        self.admitted += len(pixels)
+        try:
+            rows = await batcher.submit(pixels)
+        except QueueFull:
+            self.metrics.rejected.inc()
+            raise
+        finally:
+            self.admitted -= len(pixels)
+        self.metrics.images.inc(len(rows))
+        return rows
 
     async def _prepare_all(self, decoders: DecoderPool, uploads: Sequence[Upload]) -> list[PreparedImage]:
         """Decode every image of a request (in the decoder processes); the first failure stops the others."""

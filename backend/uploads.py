@@ -180,8 +180,11 @@ async def read_uploads(
     max_files: int,
     max_image_bytes: int,
     max_request_bytes: int,
+    fields: frozenset[str] = IMAGE_FIELDS,
 ) -> list[Upload]:
-    """The images in a request body, in the order they were sent. ``lease`` holds their memory."""
+    """The images in a request body, in the order they were sent. ``lease`` holds their memory.
+
+    ``fields``: the multipart field names that hold images (TorchServe's clients send ``data``)."""
     if content_length is not None and content_length > max_request_bytes:
         raise _request_too_large(content_length, max_request_bytes, declared=True)
     mime, params = parse_options_header(content_type or "")
@@ -193,7 +196,9 @@ async def read_uploads(
                 "invalid_multipart",
                 f"The multipart boundary in the Content-Type header must be 1 to {MAX_BOUNDARY} characters long.",
             )
-        return await _read_multipart(boundary, counted, lease, max_files=max_files, max_image_bytes=max_image_bytes)
+        return await _read_multipart(
+            boundary, counted, lease, max_files=max_files, max_image_bytes=max_image_bytes, fields=fields
+        )
     if mime.startswith(b"multipart/"):
         raise UnsupportedUpload(
             "unsupported_media_type", "Send images as multipart/form-data 'file' parts or as a raw image body."
@@ -213,9 +218,15 @@ async def read_uploads(
 
 
 async def _read_multipart(
-    boundary: bytes, body: AsyncIterator[bytes], lease: BodyLease, *, max_files: int, max_image_bytes: int
+    boundary: bytes,
+    body: AsyncIterator[bytes],
+    lease: BodyLease,
+    *,
+    max_files: int,
+    max_image_bytes: int,
+    fields: frozenset[str] = IMAGE_FIELDS,
 ) -> list[Upload]:
-    reader = _MultipartReader(lease, max_files, max_image_bytes)
+    reader = _MultipartReader(lease, max_files, max_image_bytes, fields)
     parser = MultipartParser(boundary, reader.callbacks())
     try:
         async for chunk in body:
@@ -235,8 +246,11 @@ async def _read_multipart(
 class _MultipartReader:
     """The parser's callbacks: the parts, their headers, and image data kept within the limits."""
 
-    def __init__(self, lease: BodyLease, max_files: int, max_image_bytes: int) -> None:
+    def __init__(
+        self, lease: BodyLease, max_files: int, max_image_bytes: int, fields: frozenset[str] = IMAGE_FIELDS
+    ) -> None:
         self.lease = lease
+        self.fields = fields
         self.max_files = max_files
         self.max_image_bytes = max_image_bytes
         self.parts: list[_Part] = []
@@ -282,7 +296,7 @@ class _MultipartReader:
         part.name = disposition.get(b"name", b"").decode("utf-8", "replace")
         if b"filename" in disposition:
             part.filename = disposition[b"filename"].decode("utf-8", "replace")
-        part.is_image = part.name in IMAGE_FIELDS or (part.filename is not None and not part.name)
+        part.is_image = part.name in self.fields or (part.filename is not None and not part.name)
         images = sum(p.is_image for p in self.parts)
         if images > self.max_files:
             self.fail(UploadTooLarge("too_many_files", f"Too many images: at most {self.max_files} per request."))
