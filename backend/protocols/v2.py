@@ -364,10 +364,9 @@ def _json_numbers(data: object, count: int) -> np.ndarray:
         raise InferenceRequestError(f"The data of {PIXELS} must be numbers, flat or nested as the shape.")
     if array.size != count:
         raise InferenceRequestError(f"The shape of {PIXELS} says {count} numbers, but {array.size} were sent.")
-    values = array.astype(np.float32).reshape(-1)
-    if not np.isfinite(values).all():
+    if array.size and not float(np.abs(array).max()) <= float(np.finfo(np.float32).max):
         raise InferenceRequestError(f"The data of {PIXELS} has numbers too large for FP32.")
-    return values
+    return array.astype(np.float32).reshape(-1)
 
 
 def to_model_pixels(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

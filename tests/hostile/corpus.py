@@ -11,6 +11,8 @@ index), to replay the cases by hand with curl.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import io
 import json
 import random
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from PIL import Image
@@ -59,10 +61,11 @@ class Case:
     checks_filename: bool = False
     size: tuple[int, int] | None = None  # for 200s: width, height the answer must report
     bomb: bool = False  # claims or holds a huge pixel count (used by the memory test)
+    route: str = "/predict"  # the protocols' cases (build_protocol_corpus) post elsewhere
 
     @property
     def path(self) -> str:
-        return "/predict" + (f"?{self.query}" if self.query else "")
+        return self.route + (f"?{self.query}" if self.query else "")
 
 
 def multipart(parts: Iterable[Part], boundary: str = BOUNDARY) -> tuple[bytes, dict[str, str]]:
@@ -734,6 +737,342 @@ def build_corpus() -> list[Case]:
     return cases
 
 
+MODEL = "efficientnet_lite0"
+V2_INFER = f"/v2/models/{MODEL}/infer"
+PREDICTIONS = f"/predictions/{MODEL}"
+PIXELS = 3 * 224 * 224
+_BAD, _NOT_FOUND, _TOO_LARGE, _UNSUPPORTED = frozenset({400}), frozenset({404}), frozenset({413}), frozenset({415})
+
+
+def _v2(
+    request: object, binary: bytes = b"", header_length: str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, object]:
+    """An Open Inference Protocol v2 request: JSON, then ``binary`` (its length header as tritonclient sends it)."""
+    header = request if isinstance(request, bytes) else json.dumps(request).encode()
+    fields = dict(headers or {})
+    if binary or header_length is not None:
+        fields["Inference-Header-Content-Length"] = header_length or str(len(header))
+    return {"body": header + binary, "headers": fields, "route": V2_INFER}
+
+
+def _image(data: object, shape: tuple[int, ...] = (1,), datatype: str = "BYTES", **extra: object) -> dict[str, object]:
+    tensor: dict[str, object] = {"name": "IMAGE", "shape": list(shape), "datatype": datatype, **extra}
+    if data is not None:
+        tensor["data"] = data
+    return {"inputs": [tensor]}
+
+
+def _pixels(data: object, shape: tuple[int, ...] = (1, 3, 224, 224), **extra: object) -> dict[str, object]:
+    tensor: dict[str, object] = {"name": "PIXELS", "shape": list(shape), "datatype": "FP32", **extra}
+    if data is not None:
+        tensor["data"] = data
+    return {"inputs": [tensor]}
+
+
+def _sized(data: bytes) -> dict[str, object]:
+    return {"binary_data_size": len(data)}
+
+
+def _elements(*items: bytes) -> bytes:
+    """BYTES tensor data in the binary format: a 4-byte little-endian length before each element."""
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def _expect(statuses: frozenset[int], **more: object) -> dict[str, object]:
+    return {"statuses": statuses, **more}
+
+
+def _top(k: object) -> dict[str, object]:
+    return {"outputs": [{"name": "PROBABILITIES", "parameters": {"classification": k}}]}
+
+
+def _v2_cases(jpeg: bytes) -> list[tuple[str, str, dict[str, object], dict[str, object]]]:
+    b64 = base64.b64encode(jpeg).decode()
+    one = _elements(jpeg)
+    two = _elements(jpeg, jpeg)
+    overrun = struct.pack("<I", 0xFFFFFFFF) + jpeg[:100]
+    bomb = _elements(png_header_bomb())
+    big = _elements(b"\xff\xd8" + bytes(MAX_IMAGE_BYTES + 10))
+    gzipped = _v2(_image([b64]), headers={"Content-Encoding": "gzip"})
+    gzipped["body"] = gzip.compress(cast(bytes, gzipped["body"]))
+    cat: dict[str, object] = {"label": "cat"}
+    bad = _expect(_BAD)
+    return [
+        # well-formed: answered with the class
+        (
+            "v2_binary_image",
+            "tritonclient's binary BYTES, no Content-Type",
+            _v2(_image(None, parameters=_sized(one)), one),
+            cat,
+        ),
+        ("v2_json_base64", "base64 in JSON", _v2(_image([b64])), cat),
+        ("v2_json_data_uri", "a data: URI in JSON", _v2(_image(["data:image/jpeg;base64," + b64])), cat),
+        ("v2_json_base64_unpadded", "base64 without '=' padding", _v2(_image([b64.rstrip("=")])), cat),
+        ("v2_json_base64_urlsafe", "URL-safe base64", _v2(_image([base64.urlsafe_b64encode(jpeg).decode()])), cat),
+        ("v2_classification_huge", "classification 10**9 (every class)", _v2(_image([b64]) | _top(10**9)), cat),
+        # not the protocol
+        ("v2_empty_body", "0 bytes", _v2(b""), bad),
+        ("v2_invalid_json", "not JSON", _v2(b"{not json"), bad),
+        ("v2_json_array", "a JSON array, not an object", _v2(b"[]"), bad),
+        ("v2_json_nan", "NaN, which JSON does not have", _v2(b'{"inputs": NaN}'), bad),
+        (
+            "v2_deep_nesting",
+            "arrays nested 100,000 deep",
+            _v2(b'{"inputs":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+            bad,
+        ),
+        ("v2_not_utf8", "JSON that is not UTF-8", _v2(b'{"id": "\xff\xfe"}'), bad),
+        ("v2_missing_inputs", "no inputs", _v2({}), bad),
+        ("v2_no_inputs", "an empty list of inputs", _v2({"inputs": []}), bad),
+        ("v2_two_inputs", "two IMAGE inputs", _v2({"inputs": _image([b64])["inputs"] * 2}), bad),  # type: ignore[operator]
+        ("v2_input_not_object", "an input that is a string", _v2({"inputs": ["IMAGE"]}), bad),
+        (
+            "v2_unknown_input",
+            "an input the model does not have",
+            _v2({"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "BYTES", "data": [b64]}]}),
+            bad,
+        ),
+        ("v2_image_wrong_datatype", "IMAGE as FP32", _v2(_image([1.0], datatype="FP32")), bad),
+        (
+            "v2_pixels_wrong_datatype",
+            "PIXELS as INT64",
+            _v2({"inputs": [{"name": "PIXELS", "shape": [1, 3, 224, 224], "datatype": "INT64", "data": [0] * PIXELS}]}),
+            bad,
+        ),
+        ("v2_shape_count_mismatch", "shape [2], one image", _v2(_image([b64], shape=(2,))), bad),
+        ("v2_shape_negative", "shape [-1]", _v2(_image([b64], shape=(-1,))), bad),
+        (
+            "v2_shape_not_numbers",
+            "shape [true]",
+            _v2({"inputs": [{"name": "IMAGE", "shape": [True], "datatype": "BYTES", "data": [b64]}]}),
+            bad,
+        ),
+        ("v2_shape_zero", "shape [0], no images", _v2(_image([], shape=(0,))), bad),
+        ("v2_too_many_images", "17 images (MAX_FILES is 16)", _v2(_image([b64] * 17, shape=(17,))), bad),
+        ("v2_pixels_wrong_shape", "PIXELS [1, 3, 10, 10]", _v2(_pixels([0.0] * 300, shape=(1, 3, 10, 10))), bad),
+        ("v2_pixels_count_mismatch", "PIXELS with 5 numbers", _v2(_pixels([0.0] * 5)), bad),
+        ("v2_pixels_strings", "PIXELS as strings", _v2(_pixels(["0.5"] * PIXELS)), bad),
+        ("v2_pixels_ragged", "PIXELS nested unevenly", _v2(_pixels([[0.0], [0.0, 1.0]])), bad),
+        ("v2_pixels_overflow", "1e39, beyond FP32", _v2(_pixels([1e39] * PIXELS)), bad),
+        ("v2_pixels_nulls", "PIXELS of nulls", _v2(_pixels([None] * PIXELS)), bad),
+        (
+            "v2_pixels_binary_size_mismatch",
+            "400 binary bytes for [1,3,224,224]",
+            _v2(_pixels(None, parameters=_sized(bytes(400))), bytes(400)),
+            bad,
+        ),
+        # the binary extension's sizes
+        (
+            "v2_binary_size_overruns_body",
+            "binary_data_size 1,000,000, 10 bytes sent",
+            _v2(_image(None, parameters={"binary_data_size": 1_000_000}), bytes(10)),
+            bad,
+        ),
+        (
+            "v2_binary_size_negative",
+            "binary_data_size -1",
+            _v2(_image(None, parameters={"binary_data_size": -1}), bytes(10)),
+            bad,
+        ),
+        (
+            "v2_binary_size_huge",
+            "binary_data_size 2**64",
+            _v2(_image(None, parameters={"binary_data_size": 2**64}), bytes(10)),
+            bad,
+        ),
+        (
+            "v2_binary_size_text",
+            "binary_data_size '10'",
+            _v2(_image(None, parameters={"binary_data_size": "10"}), bytes(10)),
+            bad,
+        ),
+        (
+            "v2_binary_size_float",
+            "binary_data_size 10.0",
+            _v2(_image(None, parameters={"binary_data_size": 10.0}), bytes(10)),
+            bad,
+        ),
+        ("v2_binary_without_size", "bytes after the JSON, no binary_data_size", _v2(_image([b64]), bytes(10)), bad),
+        ("v2_binary_and_json_data", "binary_data_size and data", _v2(_image([b64], parameters=_sized(one)), one), bad),
+        ("v2_no_data", "an input without data", _v2(_image(None)), bad),
+        (
+            "v2_header_length_over_body",
+            "Inference-Header-Content-Length past the body",
+            _v2(_image([b64]), header_length="99999999"),
+            bad,
+        ),
+        (
+            "v2_header_length_negative",
+            "Inference-Header-Content-Length -5",
+            _v2(_image([b64]), header_length="-5"),
+            bad,
+        ),
+        ("v2_header_length_text", "Inference-Header-Content-Length abc", _v2(_image([b64]), header_length="abc"), bad),
+        (
+            "v2_header_length_splits_json",
+            "a header length that cuts the JSON",
+            _v2(_image([b64]), header_length="10"),
+            bad,
+        ),
+        (
+            "v2_element_length_overrun",
+            "a BYTES element claiming 4 GiB",
+            _v2(_image(None, parameters=_sized(overrun)), overrun),
+            bad,
+        ),
+        (
+            "v2_element_prefix_cut",
+            "2 bytes of a 4-byte length",
+            _v2(_image(None, parameters={"binary_data_size": 2}), b"\x10\x00"),
+            bad,
+        ),
+        (
+            "v2_elements_more_than_shape",
+            "2 elements for shape [1]",
+            _v2(_image(None, parameters=_sized(two)), two),
+            bad,
+        ),
+        (
+            "v2_empty_element",
+            "an image of 0 bytes",
+            _v2(_image(None, parameters={"binary_data_size": 4}), _elements(b"")),
+            bad,
+        ),
+        # base64
+        ("v2_bad_base64", "not base64", _v2(_image(["!!! not base64 !!!"])), bad),
+        ("v2_base64_non_ascii", "non-ASCII in base64", _v2(_image(["aGVsbG8\u00fc"])), bad),
+        (
+            "v2_base64_raw_latin1",
+            "raw JPEG bytes as a latin-1 string",
+            _v2(_image([jpeg[:2000].decode("latin-1")])),
+            bad,
+        ),
+        ("v2_data_not_list", "data as a string", _v2(_image(b64)), bad),
+        ("v2_data_numbers", "IMAGE data of numbers", _v2(_image([1, 2, 3], shape=(3,))), bad),
+        # outputs and parameters
+        (
+            "v2_unknown_output",
+            "an output the model does not have",
+            _v2(_image([b64]) | {"outputs": [{"name": "OUTPUT0"}]}),
+            bad,
+        ),
+        (
+            "v2_outputs_not_list",
+            "outputs as an object",
+            _v2(_image([b64]) | {"outputs": {"name": "PROBABILITIES"}}),
+            bad,
+        ),
+        ("v2_classification_negative", "classification -3", _v2(_image([b64]) | _top(-3)), bad),
+        ("v2_classification_text", "classification 'three'", _v2(_image([b64]) | _top("three")), bad),
+        (
+            "v2_binary_output_text",
+            "binary_data_output 'yes'",
+            _v2(_image([b64]) | {"parameters": {"binary_data_output": "yes"}}),
+            bad,
+        ),
+        ("v2_parameters_not_object", "parameters as a list", _v2(_image([b64]) | {"parameters": [1]}), bad),
+        ("v2_id_number", "id as a number", _v2(_image([b64]) | {"id": 7}), bad),
+        # the model, the encoding, the images, the sizes
+        (
+            "v2_unknown_model",
+            "a model not served",
+            _v2(_image([b64])) | {"route": "/v2/models/resnet50/infer"},
+            _expect(_NOT_FOUND),
+        ),
+        (
+            "v2_unknown_version",
+            "a version not served",
+            _v2(_image([b64])) | {"route": f"/v2/models/{MODEL}/versions/7/infer"},
+            _expect(_NOT_FOUND),
+        ),
+        ("v2_gzip_body", "Content-Encoding: gzip", gzipped, _expect(_UNSUPPORTED)),
+        (
+            "v2_not_an_image",
+            "base64 of text",
+            _v2(_image([base64.b64encode(TEXT).decode()])),
+            _expect(_UNSUPPORTED),
+        ),
+        ("v2_svg_image", "base64 of SVG", _v2(_image([base64.b64encode(SVG).decode()])), _expect(_UNSUPPORTED)),
+        (
+            "v2_truncated_image",
+            "base64 of half a JPEG",
+            _v2(_image([base64.b64encode(truncated(jpeg, 0.5)).decode()])),
+            bad,
+        ),
+        (
+            "v2_pixel_bomb",
+            "PNG claiming 60000x60000",
+            _v2(_image(None, parameters=_sized(bomb)), bomb),
+            _expect(_TOO_LARGE, bomb=True),
+        ),
+        (
+            "v2_image_over_limit",
+            "an image of 20 MiB + 12 bytes",
+            _v2(_image(None, parameters=_sized(big)), big),
+            _expect(_TOO_LARGE),
+        ),
+        ("v2_body_over_limit", "a 33 MiB body", _v2(_image(["A" * (33 * 1024 * 1024)])), _expect(_TOO_LARGE)),
+    ]
+
+
+def build_protocol_corpus() -> list[Case]:
+    """Hostile and odd requests to the Open Inference Protocol v2 and TorchServe routes (same limits as /predict).
+
+    Error answers are in each protocol's own body (v2: ``{"error"}``; TorchServe: ``{code, type, message}``),
+    so ``code`` is left unset: the statuses are the design."""
+    jpeg = cat_jpeg()
+    ts: dict[str, object] = {"route": PREDICTIONS}
+    torchserve: list[tuple[str, str, dict[str, object], dict[str, object]]] = [
+        (
+            "ts_raw_image",
+            "raw JPEG body, no Content-Type",
+            _raw(jpeg, None) | ts,
+            _expect(frozenset({200}), label="cat"),
+        ),
+        (
+            "ts_data_part",
+            "multipart 'data'",
+            _form(Part(jpeg, name="data")) | ts,
+            _expect(frozenset({200}), label="cat"),
+        ),
+        ("ts_empty_body", "0 bytes", _raw(b"", None) | ts, _expect(_BAD)),
+        ("ts_not_an_image", "text", _raw(TEXT) | ts, _expect(_UNSUPPORTED)),
+        ("ts_no_data_part", "multipart without 'data'", _form(Part(jpeg, name="picture")) | ts, _expect(_BAD)),
+        ("ts_too_many_parts", "17 'data' parts", _form(*[Part(jpeg, name="data")] * 17) | ts, _expect(_TOO_LARGE)),
+        (
+            "ts_unknown_model",
+            "a model not served",
+            _raw(jpeg) | {"route": "/predictions/resnet-18"},
+            _expect(_NOT_FOUND),
+        ),
+        (
+            "ts_unknown_version",
+            "a version not served",
+            _raw(jpeg) | {"route": f"{PREDICTIONS}/2.0"},
+            _expect(_NOT_FOUND),
+        ),
+        (
+            "ts_gzip_body",
+            "Content-Encoding: gzip",
+            {"body": gzip.compress(jpeg), "headers": {"Content-Encoding": "gzip"}} | ts,
+            _expect(_UNSUPPORTED),
+        ),
+        (
+            "ts_pixel_bomb",
+            "PNG claiming 60000x60000",
+            _raw(png_header_bomb(), "image/png") | ts,
+            _expect(_TOO_LARGE, bomb=True),
+        ),
+    ]
+    cases = [
+        Case(name, description, **request, **expect)  # type: ignore[arg-type]
+        for name, description, request, expect in [*_v2_cases(jpeg), *torchserve]
+    ]
+    names = [case.name for case in cases]
+    assert len(names) == len(set(names)), "case names must be unique"
+    return cases
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m tests.hostile.corpus OUT_DIR", file=sys.stderr)
@@ -741,7 +1080,7 @@ def main(argv: list[str]) -> int:
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     index = []
-    for case in build_corpus():
+    for case in [*build_corpus(), *build_protocol_corpus()]:
         (out / f"{case.name}.bin").write_bytes(case.body)
         index.append(
             {
