@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from frontend.backend_client import BackendError, BackendStatus, Classification, ClassProbability, ServedModel
@@ -11,6 +13,7 @@ from frontend.presentation import (
     error_text,
     escape_markdown,
     image_error_text,
+    input_caption,
     location_caption,
     location_text,
     markdown_code,
@@ -63,6 +66,7 @@ def test_top1_and_timing_sentences() -> None:
 
 
 def test_the_chart_draws_every_class_by_name_in_rank_order() -> None:
+    """One row per class, each with its bar (probability) and its label (percentage), the most probable on top."""
     chart = predictions_chart(result(("tabby", 0.62), ("tiger cat", 0.2), ("lynx", 0.01)).predictions).to_dict()
 
     rows = chart["layer"][0].get("data", chart.get("data", {})).get("values") or next(iter(chart["datasets"].values()))
@@ -71,11 +75,39 @@ def test_the_chart_draws_every_class_by_name_in_rank_order() -> None:
         (2, "tiger cat", "20%"),
         (3, "lynx", "1.0%"),
     ]
-    bars = chart["layer"][0]
+    assert [r["probability"] for r in rows] == [0.62, 0.2, 0.01]  # the bars' length (x) comes from this field
+    bars, labels = chart["layer"]
     assert bars["mark"]["type"] == "bar"
-    assert bars["encoding"]["y"]["field"] == "label"
-    assert bars["encoding"]["y"]["sort"] == {"field": "rank", "order": "ascending"}
-    assert bars["encoding"]["x"]["scale"]["domain"] == [0, 1]
+    for layer in (bars, labels):
+        y, x = layer["encoding"]["y"], layer["encoding"]["x"]
+        # A row per class name, in rank order (the backend's order: most probable first), no axis title.
+        assert (y["field"], y["type"], y["title"]) == ("label", "nominal", None)
+        assert y["sort"] == {"field": "rank", "order": "ascending"}
+        # The bar's length is the probability, on a fixed 0..1 axis read as percent and titled so.
+        assert (x["field"], x["type"], x["title"]) == ("probability", "quantitative", "probability")
+        assert x["scale"]["domain"] == [0, 1]
+        assert x["axis"] == {"format": "%"}
+        # Hovering shows the class and its probability to two decimals of a percent.
+        assert layer["encoding"]["tooltip"] == [
+            {"field": "label", "type": "nominal", "title": "class"},
+            {"field": "probability", "type": "quantitative", "format": ".2%"},
+        ]
+    # The percentage is written just right of the bar's end, starting there (not centred over it).
+    assert labels["mark"]["type"] == "text"
+    assert labels["encoding"]["text"] == {"field": "text", "type": "nominal"}
+    assert labels["mark"]["align"] == "left"
+    assert labels["mark"]["dx"] > 0
+    # Height grows by a fixed step per class, so every class gets a row of its own however many there are.
+    assert set(chart["height"]) == {"step"}
+    assert chart["height"]["step"] >= 20
+
+
+@pytest.mark.parametrize("text", [*HOSTILE, "*tabby*_cat", "<b>lynx</b>", r"a\b `c`"])
+def test_the_chart_shows_labels_as_they_are(text: str) -> None:
+    """Vega-Lite draws text, not Markdown: labels go into the chart unescaped (escaping would show backslashes)."""
+    chart = predictions_chart(result((text, 0.5)).predictions).to_dict()
+
+    assert chart["data"]["values"][0]["label"] == text
 
 
 def test_file_names_are_shown_literally() -> None:
@@ -100,6 +132,42 @@ def test_error_and_status_texts() -> None:
     assert status_text(BackendStatus(None, "loading", "")) == "**Loading the model**"
     assert rendered(status_text(BackendStatus(None, "unreachable", "No answer."))).text == "Not answering\nNo answer."
     assert status_text(BackendStatus(None, "failed", "")) == "**Not ready (failed)**"
+
+
+@pytest.mark.parametrize(
+    ("state", "headline"),
+    [
+        ("ready", "Ready"),
+        ("starting", "The backend is starting"),
+        ("loading", "Loading the model"),
+        ("unreachable", "Not answering"),
+        ("not_configured", "Not configured"),
+        ("metadata", "No metadata server"),
+        ("unauthorized", "Refusing the frontend's requests"),
+        ("timeout", "Too slow to answer"),
+        ("auth", "No identity token"),
+        ("failed", "Not ready (failed)"),
+        ("STARTING", "Not ready (STARTING)"),  # states are matched exactly
+        ("*stopping*_now", r"Not ready (\*stopping\*\_now)"),  # the backend's own words, escaped
+    ],
+)
+def test_every_state_has_its_headline(state: str, headline: str) -> None:
+    assert status_line(BackendStatus(None, state, "")) == headline
+
+
+def test_an_errors_detail_is_cut_at_its_own_longer_limit() -> None:
+    """The backend's words and the frontend's advice together: 1500 characters shown, not 500."""
+    whole = BackendError("rejected", "Rejected.", "x" * 1500)
+    cut = BackendError("rejected", "Rejected.", "y" * 1501)
+
+    assert rendered(error_text(whole)).text == "Rejected. " + "x" * 1500
+    assert rendered(error_text(cut)).text == "Rejected. " + "y" * 1499 + "…"
+
+
+def test_input_caption() -> None:
+    model = ServedModel("efficientnet_lite0", "imagenet", "onnxruntime", 1000, (224, 224, 3), None)
+
+    assert input_caption(model) == "Input 224 x 224 x 3"
 
 
 # --- hostile text: whatever the backend or a file name says is shown as those characters
@@ -145,7 +213,9 @@ def test_escaped_text_stays_literal_inside_the_pages_sentences(text: str) -> Non
     assert code.text == as_shown(text)
 
 
-@pytest.mark.parametrize("text", ["`", "``a``", " x ", "`x` `y`", "a ` b", ":material/home:"])
+@pytest.mark.parametrize(
+    "text", ["`", "``a``", " x ", "`x` `y`", "a ` b", ":material/home:", "`x", "x`", "ab`", " x", "x ", "a `` b"]
+)
 def test_code_spans_hold_any_text(text: str) -> None:
     code = markdown_code(text)
 
@@ -153,6 +223,33 @@ def test_code_spans_hold_any_text(text: str) -> None:
     assert shown.kinds == {"paragraph", "inline", "code_inline"}, code
     assert shown.text == text
     assert ":material/" not in code  # Streamlit rewrites it in the source, even inside code
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("http://127.0.0.1:8000", "`http://127.0.0.1:8000`"),
+        ("X-ray", "`X-ray`"),
+        ("iPhone X", "`iPhone X`"),
+        ("a ` b", "``a ` b``"),  # the fence: one backtick more than the longest run inside
+        ("a `` b ` c", "```a `` b ` c```"),
+        ("`x", "`` `x ``"),  # a backtick at either end would join the fence: a space between them
+        ("x`", "`` x` ``"),
+        ("ab`", "`` ab` ``"),
+        (" x", "`  x `"),  # a space at either end: CommonMark takes one off each side, so one is added
+        ("x ", "` x  `"),
+        ("", ""),
+    ],
+)
+def test_code_spans_are_fenced_as_tightly_as_they_can_be(text: str, code: str) -> None:
+    assert markdown_code(text) == code
+
+
+@pytest.mark.parametrize("shown", [escape_markdown, markdown_code])
+def test_text_up_to_the_limit_is_whole_and_longer_text_is_cut_to_it(shown: Callable[[str], str]) -> None:
+    assert rendered(shown("x" * 500)).text == "x" * 500
+    assert rendered(shown("x" * 501)).text == "x" * 499 + "…"
+    assert rendered(shown("x" * 10_000)).text == "x" * 499 + "…"
 
 
 def test_normal_labels_look_the_same() -> None:
