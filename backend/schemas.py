@@ -53,6 +53,14 @@ class PreprocessingInfo(BaseModel):
     interpolation: str
 
 
+class ProtocolRoutes(BaseModel):
+    """Where the same model answers in the standard protocols (docs/migrating.md)."""
+
+    v2_metadata: str = Field(description="Open Inference Protocol v2 model metadata", examples=["/v2/models/m"])
+    v2_infer: str = Field(description="v2 inference: IMAGE (BYTES [N]) or PIXELS (FP32 [N,3,H,W]) in")
+    torchserve_predictions: str = Field(description="TorchServe inference: raw body or multipart 'data'")
+
+
 class ModelResponse(BaseModel):
     name: str = Field(examples=["efficientnet_lite0"])
     weights: str
@@ -65,6 +73,7 @@ class ModelResponse(BaseModel):
     max_files: int
     max_image_bytes: int
     max_image_pixels: int
+    protocols: ProtocolRoutes
 
 
 # --- Open Inference Protocol v2 (KServe v2, Triton HTTP/REST): backend/routes/v2.py

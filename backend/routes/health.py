@@ -5,7 +5,14 @@ from fastapi.responses import JSONResponse
 
 from backend.deps import ServiceDep, SettingsDep
 from backend.errors import RETRY_LATER_S
-from backend.schemas import ErrorResponse, HealthResponse, ModelResponse, PreprocessingInfo, ReadyResponse
+from backend.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ModelResponse,
+    PreprocessingInfo,
+    ProtocolRoutes,
+    ReadyResponse,
+)
 from backend.service import ModelService
 
 router = APIRouter(tags=["health"])
@@ -64,4 +71,9 @@ async def model(service: ServiceDep, settings: SettingsDep) -> ModelResponse:
         max_files=settings.max_files,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
+        protocols=ProtocolRoutes(
+            v2_metadata=f"/v2/models/{info.name}",
+            v2_infer=f"/v2/models/{info.name}/infer",
+            torchserve_predictions=f"/predictions/{info.name}",
+        ),
     )

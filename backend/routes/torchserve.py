@@ -172,10 +172,6 @@ _PREDICT: Final[dict[str, Any]] = {  # POST, and PUT (what `curl -T` sends)
 }
 
 
-@router.post("/predictions/{model_name}", summary="TorchServe: classify images", **_PREDICT)
-@router.put(
-    "/predictions/{model_name}", operation_id="predictions_put", summary="TorchServe: classify images", **_PREDICT
-)
 async def predictions(
     request: Request, model_name: ModelName, service: ServiceDep, settings: SettingsDep
 ) -> JSONResponse:
@@ -189,17 +185,29 @@ async def predictions(
     return await _predict(request, service, settings, model_name, None)
 
 
-@router.post("/predictions/{model_name}/{model_version}", summary="TorchServe: classify with a version", **_PREDICT)
-@router.put(
-    "/predictions/{model_name}/{model_version}",
-    operation_id="version_predictions_put",
-    summary="TorchServe: classify with a version",
-    **_PREDICT,
-)
 async def version_predictions(
     request: Request, model_name: ModelName, model_version: str, service: ServiceDep, settings: SettingsDep
 ) -> JSONResponse:
     return await _predict(request, service, settings, model_name, model_version)
+
+
+# One route takes both POST and PUT (what `curl -T` sends), so that a 405 names both in Allow; the schema
+# documents each method as a route of its own, never reached (FastAPI gives every method of one route the
+# same operation id, and OpenAPI wants them unique).
+for _path, _endpoint, _summary in (
+    ("/predictions/{model_name}", predictions, "TorchServe: classify images"),
+    ("/predictions/{model_name}/{model_version}", version_predictions, "TorchServe: classify with a model version"),
+):
+    router.add_api_route(_path, _endpoint, methods=["POST", "PUT"], include_in_schema=False, **_PREDICT)
+    for _method in ("POST", "PUT"):
+        router.add_api_route(
+            _path,
+            _endpoint,
+            methods=[_method],
+            operation_id=f"{_endpoint.__name__}_{_method.lower()}",
+            summary=_summary,
+            **_PREDICT,
+        )
 
 
 async def _predict(
