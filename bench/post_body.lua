@@ -1,0 +1,20 @@
+-- wrk script: POST the same body on every request, with optional headers, and print the run's figures as one
+-- JSON line (as post_image.lua does). BENCH_BODY: the file to send; BENCH_CONTENT_TYPE (may be empty: none,
+-- as tritonclient sends); BENCH_INFERENCE_HEADER: the Open Inference Protocol's Inference-Header-Content-Length.
+local file = assert(io.open(assert(os.getenv("BENCH_BODY"), "set BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = file:read("*a")
+file:close()
+local content_type = os.getenv("BENCH_CONTENT_TYPE")
+if content_type and content_type ~= "" then wrk.headers["Content-Type"] = content_type end
+local header_length = os.getenv("BENCH_INFERENCE_HEADER")
+if header_length and header_length ~= "" then wrk.headers["Inference-Header-Content-Length"] = header_length end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)
+  ))
+end
