@@ -16,7 +16,7 @@ UV ?= $(BIN)/uv
 # Where `make requirements` writes the requirements_*.txt files (the test regenerates them elsewhere).
 REQUIREMENTS_DIR ?= .
 
-.PHONY: run backend frontend cloud-run-local test check lint fmt typecheck bench mutate prefetch clean venv lock requirements
+.PHONY: run backend frontend cloud-run-local test clients check lint fmt typecheck bench mutate prefetch clean venv lock requirements
 
 # uv, bootstrapped into the venv with pip when missing (a fresh machine has only Python and make).
 $(BIN)/uv:
@@ -87,8 +87,18 @@ fmt: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv
+test: venv clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tritonclient and KServe's SDK, which tests/protocols runs unmodified as subprocesses, in a venv of their own
+# (their dependencies are not ours). Fully pinned in tests/protocols/requirements_clients.txt.
+CLIENTS_VENV ?= .venv-clients
+$(CLIENTS_VENV)/.installed: tests/protocols/requirements_clients.txt
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet -r tests/protocols/requirements_clients.txt
+	touch $@
+
+clients: $(CLIENTS_VENV)/.installed
 
 # The inner loop: lint, types (incremental) and the tests not marked slow, spread over every CPU
 # (pytest-xdist). Under a minute on 2 CPUs; DEVELOPING.md says when to run which.

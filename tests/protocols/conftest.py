@@ -12,18 +12,15 @@ from PIL import Image
 from backend.classifier import Preprocessing
 from tests.helpers import ROOT, need
 
-# tritonclient[http] and kserve live in a venv of their own (their pins are not the project's):
-#   python3.11 -m venv .venv-clients && .venv-clients/bin/pip install 'tritonclient[http]==2.73.0' 'kserve==0.21.0'
-CLIENTS_VENV_HELP = (
-    "the third-party clients' venv is missing: python3.11 -m venv .venv-clients && "
-    ".venv-clients/bin/pip install 'tritonclient[http]==2.73.0' 'kserve==0.21.0' (or set CLIENTS_PYTHON)"
-)
+# tritonclient[http] and kserve live in a venv of their own (their pins are not the project's), made by
+# `make clients` (and `make test`) from tests/protocols/requirements_clients.txt.
+CLIENTS_VENV_HELP = "the third-party clients' venv is missing: make clients (or set CLIENTS_PYTHON)"
 
 
 def clients_python() -> Path:
-    """The interpreter that has tritonclient and kserve: $CLIENTS_PYTHON, ./.venv-clients, or /tmp/clients."""
+    """The interpreter that has tritonclient and kserve: $CLIENTS_PYTHON, or ./.venv-clients."""
     candidates = [Path(p) for p in (os.environ.get("CLIENTS_PYTHON"),) if p]
-    candidates += [ROOT / ".venv-clients" / "bin" / "python", Path("/tmp/clients/bin/python")]
+    candidates.append(ROOT / ".venv-clients" / "bin" / "python")
     found = next((p for p in candidates if p.is_file()), None)
     need(found is not None, CLIENTS_VENV_HELP)
     assert found is not None
