@@ -1,10 +1,15 @@
 """Load test for the image classifier's two services (locust).
 
-Two user classes, each of which can run alone (name it on the command line):
+Four user classes, each of which can run alone (name it on the command line):
 
 - ``BackendUser`` posts real photos to ``POST /predict`` (multipart with one or several files, and raw
   bodies), checks every answer's content (status, JSON shape, sizes, and that the top-1 class is
   plausible for the photo), and polls ``GET /ready``. Its host is locust's ``--host``.
+- ``V2BinaryUser`` is a Triton/KServe client: it posts the photos to ``/v2/models/{name}/infer`` in
+  tritonclient's binary wire format (``bench/wire.py``), asks for the top classes as JSON (Triton's
+  classification extension) and checks them, and polls ``GET /v2/health/ready``. Same host.
+- ``TorchServeUser`` is a TorchServe client: the photo as the raw body of ``POST``/``PUT
+  /predictions/{name}``, the top 5 as ``{label: probability}`` checked, and ``GET /ping``. Same host.
 - ``FrontendUser`` loads the Streamlit page ``/`` and its health endpoint ``/_stcore/health``. Its host is
   ``--frontend-host`` (env ``FRONTEND_HOST``), so one run can load both services.
 
@@ -32,13 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gevent.lock import BoundedSemaphore  # type: ignore[import-untyped]  # gevent (locust's) has no stubs
 from locust import HttpUser, between, events, task
 from locust.clients import ResponseContextManager
 from locust.env import Environment
+from locust.exception import StopUser
 
-# The benchmark's photo maker (real photos from scikit-image, a dev dependency, like locust itself). Imported
-# here, not where it is used: locust puts this file's folder on sys.path only while it imports the file.
+# The benchmark's photo maker (real photos from scikit-image, a dev dependency, like locust itself) and the
+# protocols' wire formats. Imported here, not where they are used: locust puts this file's folder on
+# sys.path only while it imports the file.
 from bench import photos as photo_maker
+from bench import wire
 
 logger = logging.getLogger("locustfile")
 
@@ -50,6 +59,8 @@ SAMPLE_PHOTOS: dict[str, frozenset[str]] = {
 SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (1920, 1080), (4032, 3024))
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 MULTI_FILES = 3
+V2_CLASSES = 3  # the classification output's k, as tritonclient's InferRequestedOutput(class_count=3) asks
+TORCHSERVE_TOP_K = 5  # what TorchServe's image_classifier handler answers
 
 
 @dataclass(frozen=True)
@@ -183,19 +194,84 @@ def _result_problems(photo: Photo, result: Any, top_k: int) -> Iterator[str]:
     ):
         yield f"{name}: expected {top_k} predictions, got {str(predictions)[:200]}"
         return
-    probabilities = [p.get("probability") for p in predictions]
-    if not all(isinstance(p, float) and math.isfinite(p) and 0.0 <= p <= 1.0 for p in probabilities):
-        yield f"{name}: probabilities are not in [0, 1]: {probabilities}"
-    elif probabilities != sorted(probabilities, reverse=True):
-        yield f"{name}: predictions are not ranked by probability: {probabilities}"
-    top1 = predictions[0].get("label")
-    if photo.expected_top1 is not None and top1 not in photo.expected_top1:
-        yield f"{name}: top-1 is {top1!r}, expected one of {sorted(photo.expected_top1)}"
+    ranking = _ranking_problem(name, [p.get("probability") for p in predictions])
+    if ranking:
+        yield ranking
+    top1 = _top1_problem(photo, predictions[0].get("label"))
+    if top1:
+        yield top1
 
 
 def problem_with_prediction(payload: Any, photos: list[Photo], top_k: int) -> str | None:
     """What is wrong with a ``/predict`` answer for ``photos`` (the first problem found), or None."""
     return next(_problems(payload, photos, top_k), None)
+
+
+def _ranking_problem(name: str, scores: list[Any]) -> str | None:
+    if not all(isinstance(p, float) and math.isfinite(p) and 0.0 <= p <= 1.0 for p in scores):
+        return f"{name}: probabilities are not in [0, 1]: {scores}"
+    if scores != sorted(scores, reverse=True):
+        return f"{name}: predictions are not ranked by probability: {scores}"
+    return None
+
+
+def _top1_problem(photo: Photo, top1: Any) -> str | None:
+    if photo.expected_top1 is not None and top1 not in photo.expected_top1:
+        return f"{photo.filename}: top-1 is {top1!r}, expected one of {sorted(photo.expected_top1)}"
+    return None
+
+
+def _classification_row(photo: Photo, strings: list[Any]) -> Iterator[str]:
+    """One image's ``"score:index:label"`` strings (Triton's classification extension), most probable first."""
+    scores: list[Any] = []
+    labels: list[str] = []
+    for text in strings:
+        score, _, rest = str(text).partition(":")
+        index, _, label = rest.partition(":")
+        try:
+            scores.append(float(score))
+            int(index)
+        except ValueError:
+            yield f"{photo.filename}: {text!r} is not 'score:index:label'"
+            return
+        labels.append(label)
+    for problem in (_ranking_problem(photo.filename, scores), _top1_problem(photo, labels[0])):
+        if problem:
+            yield problem
+
+
+def _v2_problems(payload: Any, photos: list[Photo], k: int) -> Iterator[str]:
+    if not isinstance(payload, dict):
+        yield f"the answer is not a JSON object: {str(payload)[:200]}"
+        return
+    outputs = payload.get("outputs")
+    if not isinstance(outputs, list) or len(outputs) != 1 or not isinstance(outputs[0], dict):
+        yield f"expected one output, got {str(outputs)[:200]}"
+        return
+    output = outputs[0]
+    expected = {"name": wire.V2_OUTPUT, "datatype": "BYTES", "shape": [len(photos), k]}
+    found = {key: output.get(key) for key in expected}
+    if found != expected:
+        yield f"the output is {found}, expected {expected}"
+        return
+    data = output.get("data")
+    if not isinstance(data, list) or len(data) != len(photos) * k:
+        yield f"expected {len(photos) * k} classification strings in 'data', got {str(data)[:200]}"
+        return
+    for i, photo in enumerate(photos):
+        yield from _classification_row(photo, data[i * k : (i + 1) * k])
+
+
+def problem_with_v2_answer(payload: Any, photos: list[Photo], k: int) -> str | None:
+    """What is wrong with a v2 infer answer (classification output of ``k``, as JSON) for ``photos``, or None."""
+    return next(_v2_problems(payload, photos, k), None)
+
+
+def problem_with_torchserve_answer(payload: Any, photo: Photo) -> str | None:
+    """What is wrong with a TorchServe ``/predictions`` answer for one ``photo`` (``{label: probability}``)."""
+    if not isinstance(payload, dict) or len(payload) != TORCHSERVE_TOP_K:
+        return f"expected the top {TORCHSERVE_TOP_K} as {{label: probability}}, got {str(payload)[:200]}"
+    return _ranking_problem(photo.filename, list(payload.values())) or _top1_problem(photo, next(iter(payload)))
 
 
 def _verdict(response: Any, problem: str | None) -> None:
@@ -207,13 +283,18 @@ def _verdict(response: Any, problem: str | None) -> None:
 
 
 def _prediction_problem(response: ResponseContextManager, photos: list[Photo], top_k: int) -> str | None:
+    payload, problem = _json_problem(response)
+    return problem or problem_with_prediction(payload, photos, top_k)
+
+
+def _json_problem(response: ResponseContextManager) -> tuple[Any, str | None]:
+    """The answer's JSON, or why there is none worth checking."""
     if response.status_code != 200:
-        return f"HTTP {response.status_code}: {response.text[:300]}"
+        return None, f"HTTP {response.status_code}: {response.text[:300]}"
     try:
-        payload = response.json()
+        return response.json(), None
     except (ValueError, json.JSONDecodeError):
-        return f"not JSON: {response.text[:300]}"
-    return problem_with_prediction(payload, photos, top_k)
+        return None, f"not JSON: {response.text[:300]}"
 
 
 def _status_problem(response: ResponseContextManager, must_contain: str = "") -> str | None:
@@ -271,6 +352,122 @@ class BackendUser(HttpUser):
             "/ready", headers=_auth(SETTINGS.auth_token), name="/ready", catch_response=True
         ) as response:
             _verdict(response, _status_problem(response))
+
+
+def _metadata(user: HttpUser, path: str, name: str) -> dict[str, Any]:
+    """A metadata answer read once at start; a failed request stops the user (nothing else could work)."""
+    with user.client.get(path, headers=_auth(SETTINGS.auth_token), name=name, catch_response=True) as response:
+        payload, problem = _json_problem(response)
+        if problem is None and not isinstance(payload, dict):
+            problem = f"the answer is not a JSON object: {str(payload)[:200]}"
+        _verdict(response, problem)
+    if problem:
+        raise StopUser
+    metadata: dict[str, Any] = payload
+    return metadata
+
+
+class V2BinaryUser(HttpUser):
+    """A Triton or KServe client (Open Inference Protocol v2): binary tensor data, as tritonclient sends it."""
+
+    wait_time = between(0.05, 0.5)
+    model = ""  # read from /model and checked against /v2/models/{name} by the first user to start
+    _reading = BoundedSemaphore()  # the users started at the same time wait for the first one's reading
+
+    def on_start(self) -> None:
+        with self._reading:
+            if not V2BinaryUser.model:
+                self._read_model()
+
+    def _read_model(self) -> None:
+        name = _metadata(self, "/model", "/model").get("name")
+        metadata = _metadata(self, f"/v2/models/{name}", "/v2/models/[name]")
+        inputs = {i.get("name"): i.get("datatype") for i in metadata.get("inputs", []) if isinstance(i, dict)}
+        if inputs.get(wire.V2_IMAGE_INPUT) != "BYTES":
+            logger.error("/v2/models/%s has no BYTES input %s: %s", name, wire.V2_IMAGE_INPUT, metadata)
+            raise StopUser
+        V2BinaryUser.model = str(name)
+
+    def _infer(self, photos: list[Photo], request_name: str) -> None:
+        request = wire.v2_binary_request([p.data for p in photos], V2_CLASSES, binary_output=False)
+        with self.client.post(
+            f"/v2/models/{self.model}/infer",
+            data=request.body,  # no Content-Type, as tritonclient sends it
+            headers={**request.headers, **_auth(SETTINGS.auth_token)},
+            name=request_name,
+            catch_response=True,
+        ) as response:
+            payload, problem = _json_problem(response)
+            if problem is None and wire.INFERENCE_HEADER in response.headers:
+                problem = f"a binary answer ({wire.INFERENCE_HEADER}), but the output asked for JSON"
+            _verdict(response, problem or problem_with_v2_answer(payload, photos, V2_CLASSES))
+
+    @task(3)
+    def infer_one(self) -> None:
+        self._infer([random.choice(SETTINGS.photos)], "/v2/models/[name]/infer binary")
+
+    @task(1)
+    def infer_several(self) -> None:
+        photos = random.sample(SETTINGS.photos, min(MULTI_FILES, len(SETTINGS.photos)))
+        self._infer(photos, f"/v2/models/[name]/infer binary x{len(photos)}")
+
+    @task(1)
+    def ready(self) -> None:
+        with self.client.get(
+            "/v2/health/ready", headers=_auth(SETTINGS.auth_token), name="/v2/health/ready", catch_response=True
+        ) as response:
+            payload, problem = _json_problem(response)
+            if problem is None and payload != {"ready": True}:
+                problem = f"expected {{'ready': true}}, got {str(payload)[:200]}"
+            _verdict(response, problem)
+
+
+class TorchServeUser(HttpUser):
+    """A TorchServe client: the photo as the raw body (``curl -T kitten.jpg``), and ``/ping``."""
+
+    wait_time = between(0.05, 0.5)
+    model = ""  # read from TorchServe's GET /models by the first user to start
+    _reading = BoundedSemaphore()
+
+    def on_start(self) -> None:
+        with self._reading:
+            if not TorchServeUser.model:
+                self._read_model()
+
+    def _read_model(self) -> None:
+        models = _metadata(self, "/models", "/models").get("models")
+        if not isinstance(models, list) or not models or not isinstance(models[0], dict):
+            logger.error("GET /models lists no model: %s", models)
+            raise StopUser
+        TorchServeUser.model = str(models[0].get("modelName"))
+
+    def _predict(self, method: str) -> None:
+        photo = random.choice(SETTINGS.photos)
+        with self.client.request(
+            method,
+            f"/predictions/{self.model}",
+            data=photo.data,
+            headers=_auth(SETTINGS.auth_token),
+            name=f"/predictions/[name] raw {method}",
+            catch_response=True,
+        ) as response:
+            payload, problem = _json_problem(response)
+            _verdict(response, problem or problem_with_torchserve_answer(payload, photo))
+
+    @task(3)
+    def predict_post(self) -> None:
+        self._predict("POST")
+
+    @task(1)
+    def predict_put(self) -> None:  # TorchServe's README: curl -T kitten.jpg
+        self._predict("PUT")
+
+    @task(1)
+    def ping(self) -> None:
+        with self.client.get(
+            "/ping", headers=_auth(SETTINGS.auth_token), name="/ping", catch_response=True
+        ) as response:
+            _verdict(response, _status_problem(response, '"Healthy"'))
 
 
 class FrontendUser(HttpUser):

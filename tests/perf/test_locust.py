@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -22,6 +23,16 @@ from tests.helpers import CAT, ROOT, frontend_server, jpeg_bytes
 LOCUSTFILE = ROOT / "locustfile.py"
 BACKEND_REQUESTS = {"/predict multipart", "/predict raw", "/predict multipart x3", "/ready"}
 FRONTEND_REQUESTS = {"frontend /", "frontend /_stcore/health"}
+PROTOCOL_REQUESTS = {
+    "V2BinaryUser": {
+        "/model",
+        "/v2/models/[name]",
+        "/v2/models/[name]/infer binary",
+        "/v2/models/[name]/infer binary x3",
+        "/v2/health/ready",
+    },
+    "TorchServeUser": {"/models", "/predictions/[name] raw POST", "/predictions/[name] raw PUT", "/ping"},
+}
 
 pytestmark = pytest.mark.slow
 
@@ -98,11 +109,41 @@ def test_backend_users_send_a_folder_of_images(live_backend: str, tmp_path: Path
     assert int(stats["Aggregated"]["Failure Count"]) == 0, output
 
 
+@pytest.mark.parametrize("user_class", sorted(PROTOCOL_REQUESTS))
+def test_protocol_users_run_every_request_type_without_a_failure(
+    live_backend: str, tmp_path: Path, user_class: str
+) -> None:
+    code, stats, output = locust(tmp_path, "--host", live_backend, user_class, users=6, seconds=10)
+    assert code == 0, output
+    assert_all_ran_without_failures(stats, PROTOCOL_REQUESTS[user_class], output)
+    assert int(stats["/model" if user_class == "V2BinaryUser" else "/models"]["Request Count"]) == 1, output
+    assert int(stats["Aggregated"]["Request Count"]) >= 20, output
+
+
+def _v2_header(body: bytes, header_length: str | None) -> dict[str, Any]:
+    header: dict[str, Any] = json.loads(body[: int(header_length)] if header_length else body)
+    return header
+
+
 class WrongAnswers(BaseHTTPRequestHandler):
-    """Answers /predict with the right shape and sizes but the wrong class: a goldfish for everything."""
+    """Answers every protocol with the right shape and sizes but the wrong class: a goldfish for everything."""
+
+    def do_PUT(self) -> None:
+        self.do_POST()
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v2/models/stub/infer":
+            request = _v2_header(body, self.headers.get("Inference-Header-Content-Length"))
+            n, k = request["inputs"][0]["shape"][0], request["outputs"][0]["parameters"]["classification"]
+            data = [f"{0.5 / (i + 1):f}:1:goldfish" for _ in range(n) for i in range(k)]
+            output = {"name": "PROBABILITIES", "datatype": "BYTES", "shape": [n, k], "data": data}
+            self._send(200, json.dumps({"model_name": "stub", "model_version": "1", "outputs": [output]}).encode())
+            return
+        if self.path == "/predictions/stub":
+            answer = {"goldfish": 0.5, "great white shark": 0.2, "tench": 0.1, "tiger shark": 0.05, "eel": 0.01}
+            self._send(200, json.dumps(answer).encode())
+            return
         if self.headers.get("Content-Type", "").startswith("multipart/"):
             sizes = [(1, 1)] * body.count(b'name="file"')
         else:
@@ -128,7 +169,14 @@ class WrongAnswers(BaseHTTPRequestHandler):
         self._send(200, json.dumps(result).encode())
 
     def do_GET(self) -> None:
-        self._send(200, b'{"status": "ready"}')
+        answers: dict[str, object] = {
+            "/model": {"name": "stub"},
+            "/v2/models/stub": {"name": "stub", "inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1]}]},
+            "/v2/health/ready": {"ready": True},
+            "/models": {"models": [{"modelName": "stub", "modelUrl": "stub"}]},
+            "/ping": {"status": "Healthy"},
+        }
+        self._send(200, json.dumps(answers.get(self.path, {"status": "ready"})).encode())
 
     def _send(self, status: int, payload: bytes) -> None:
         self.send_response(status)
@@ -161,6 +209,25 @@ def test_a_server_giving_wrong_classes_fails_the_load_test(wrong_server: str, tm
     assert code == 1, output
     assert int(stats["/predict raw"]["Failure Count"]) == int(stats["/predict raw"]["Request Count"]) > 0, output
     assert int(stats["/ready"]["Failure Count"]) == 0, output
+    with (tmp_path / "locust_failures.csv").open(newline="") as f:
+        errors = " ".join(row["Error"] for row in csv.DictReader(f))
+    assert "top-1 is 'goldfish'" in errors, errors
+
+
+@pytest.mark.parametrize(
+    ("user_class", "answers", "health"),
+    [
+        ("V2BinaryUser", "/v2/models/[name]/infer binary", "/v2/health/ready"),
+        ("TorchServeUser", "/predictions/[name] raw POST", "/ping"),
+    ],
+)
+def test_a_server_giving_wrong_classes_fails_the_protocol_load_tests(
+    wrong_server: str, tmp_path: Path, user_class: str, answers: str, health: str
+) -> None:
+    code, stats, output = locust(tmp_path, "--host", wrong_server, user_class, users=4, seconds=8)
+    assert code == 1, output
+    assert int(stats[answers]["Failure Count"]) == int(stats[answers]["Request Count"]) > 0, output
+    assert int(stats[health]["Failure Count"]) == 0, output  # 1 task in 5: ~60 in 8 s with 4 users
     with (tmp_path / "locust_failures.csv").open(newline="") as f:
         errors = " ".join(row["Error"] for row in csv.DictReader(f))
     assert "top-1 is 'goldfish'" in errors, errors
