@@ -25,7 +25,17 @@ from bench.report import (
     to_json,
     wrk_path,
 )
-from bench.server import CONFIGS, FAST, Server, ServerConfig, cold_starts, measure_memory, run_wrk
+from bench.server import (
+    CONFIGS,
+    FAST,
+    Server,
+    ServerConfig,
+    cold_starts,
+    measure_memory,
+    measure_routes,
+    protocol_routes,
+    run_wrk,
+)
 
 logger = logging.getLogger("bench")
 
@@ -37,6 +47,7 @@ FULL = {
     "duration": 10,
     "cold_starts": 3,
     "memory_requests": 1000,
+    "protocol_rounds": 2,
 }
 QUICK = {
     "model_seconds": 0.5,
@@ -45,6 +56,7 @@ QUICK = {
     "duration": 3,
     "cold_starts": 2,
     "memory_requests": 250,
+    "protocol_rounds": 1,
 }
 
 
@@ -78,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Measure the classifier in-process and as a server over HTTP; write BENCHMARKS.md and a plot.",
     )
-    parser.add_argument("--quick", action="store_true", help="shorter runs (under 2 minutes instead of about 4)")
+    parser.add_argument("--quick", action="store_true", help="shorter runs (about 2 minutes instead of about 5)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="the report (default: %(default)s)")
     parser.add_argument(
         "--plot", type=Path, default=ROOT / "docs" / "bench-throughput.png", help="the PNG plot (default: %(default)s)"
@@ -175,6 +187,20 @@ def run(args: argparse.Namespace, command: str) -> Results:
                         result.server_cores,
                         result.wrk_cores,
                     )
+                if config is FAST:  # the standard protocols beside /predict, on the same server, interleaved
+                    routes = protocol_routes(server, vga.jpeg, vga.label, workdir)
+                    results.protocols = measure_routes(
+                        args.wrk,
+                        server,
+                        routes,
+                        vga.label,
+                        max(args.clients),
+                        args.protocol_rounds,
+                        args.warmup,
+                        args.duration,
+                        workdir,
+                    )
+                    results.routes = {route.key: route.title for route in routes}
         for config in (FAST, *(c for c in CONFIGS if c is not FAST)):
             logger.info("cold start, %s", config.key)
             results.cold_starts[config.key] = cold_starts(config, cache_dir, workdir, args.cold_starts)
@@ -203,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(to_json(results), encoding="utf-8")
     print(console_summary(results))
     print(f"\nwrote {args.output} and {args.plot}")
-    failed = sum(r.errors for r in results.load)
+    failed = sum(r.errors for r in (*results.load, *results.protocols))
     if failed:
         print(f"{failed} requests failed during the load runs: the figures are not valid", file=sys.stderr)
         sys.exit(1)

@@ -1,6 +1,7 @@
 -- wrk script: POST the same body on every request, with optional headers, and print the run's figures as one
--- JSON line (as post_image.lua does). BENCH_BODY: the file to send; BENCH_CONTENT_TYPE (may be empty: none,
--- as tritonclient sends); BENCH_INFERENCE_HEADER: the Open Inference Protocol's Inference-Header-Content-Length.
+-- JSON line (the same as post_image.lua's, which bench/server.py reads). BENCH_BODY: the file to send;
+-- BENCH_CONTENT_TYPE (may be empty: none, as tritonclient sends); BENCH_INFERENCE_HEADER: the Open Inference
+-- Protocol's Inference-Header-Content-Length (empty: none).
 local file = assert(io.open(assert(os.getenv("BENCH_BODY"), "set BENCH_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
@@ -13,8 +14,10 @@ if header_length and header_length ~= "" then wrk.headers["Inference-Header-Cont
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'BENCH_RESULT {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, "connect_errors": %d, "read_errors": %d, '
+      .. '"write_errors": %d, "status_errors": %d, "timeouts": %d, "mean_us": %.1f, "p50_us": %d, '
+      .. '"p95_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max
   ))
 end

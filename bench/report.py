@@ -25,6 +25,7 @@ SECTIONS = (
     "## Machine",
     "## In-process ceiling",
     "## Server over HTTP",
+    "## Standard protocols",
     "## Latency of a 12-megapixel photo",
     "## Cold start",
     "## Memory",
@@ -47,6 +48,8 @@ class Results:
     cold_starts: dict[str, list[float]] = field(default_factory=dict)
     memory: list[MemorySample] = field(default_factory=list)
     memory_checkpoints: tuple[int, int] = (1000, 2000)
+    protocols: list[LoadResult] = field(default_factory=list)  # /predict and the protocols, round by round
+    routes: dict[str, str] = field(default_factory=dict)  # each route's key: its request, in a few words
     seconds: float = 0.0
     load_average_after: str = ""
 
@@ -58,6 +61,29 @@ class Results:
 
     def rss_at(self, requests: int) -> int | None:
         return next((s.rss_bytes for s in self.memory if s.requests == requests), None)
+
+    def route_totals(self) -> dict[str, LoadResult]:
+        """Each route's rounds as one: requests, seconds, errors and CPU time added up (so images/s is over
+        all its rounds), latency percentiles the median of the rounds'. ``/predict`` first."""
+        keys = sorted({r.route for r in self.protocols}, key=lambda key: (key != "predict", key))
+        return {key: combine([r for r in self.protocols if r.route == key]) for key in keys}
+
+
+def combine(rounds: list[LoadResult]) -> LoadResult:
+    first = rounds[0]
+    return dataclasses.replace(
+        first,
+        requests=sum(r.requests for r in rounds),
+        seconds=sum(r.seconds for r in rounds),
+        errors=sum(r.errors for r in rounds),
+        mean_ms=statistics.median(r.mean_ms for r in rounds),
+        p50_ms=statistics.median(r.p50_ms for r in rounds),
+        p95_ms=statistics.median(r.p95_ms for r in rounds),
+        p99_ms=statistics.median(r.p99_ms for r in rounds),
+        max_ms=max(r.max_ms for r in rounds),
+        server_cpu_s=sum(r.server_cpu_s for r in rounds),
+        wrk_cpu_s=sum(r.wrk_cpu_s for r in rounds),
+    )
 
 
 @dataclass(frozen=True)
@@ -174,6 +200,29 @@ def targets(results: Results) -> list[Target]:
                 abs(growth) <= 0.05,
             )
         )
+    found += _protocol_targets(results)
+    return found
+
+
+PROTOCOL_TARGET = 0.95  # each protocol's images/s within 5% of /predict's (or above it)
+
+
+def _protocol_targets(results: Results) -> list[Target]:
+    totals = results.route_totals()
+    predict = totals.pop("predict", None)
+    if predict is None:
+        return []
+    found = []
+    for key, route in totals.items():
+        ratio = _ratio(route.per_second, predict.per_second)
+        found.append(
+            Target(
+                f"`{key}` route at {route.clients} clients vs `/predict` (same server, interleaved runs)",
+                f"{route.per_second:.1f} / {predict.per_second:.1f} images/s = {ratio:.2f}x",
+                f"within 5% (>= {PROTOCOL_TARGET}x)",
+                ratio >= PROTOCOL_TARGET,
+            )
+        )
     return found
 
 
@@ -240,6 +289,7 @@ def markdown(results: Results, plot: Path | None, output: Path) -> str:
     ]
     parts += _ceiling_section(results, opts)
     parts += _server_section(results, plot, output, opts)
+    parts += _protocol_section(results, opts)
     parts += _phone_section(results)
     parts += _cold_section(results)
     parts += _memory_section(results)
@@ -384,6 +434,54 @@ def _server_section(results: Results, plot: Path | None, output: Path, opts: dic
     return parts
 
 
+def _protocol_section(results: Results, opts: dict[str, Any]) -> list[str]:
+    parts = ["## Standard protocols", ""]
+    totals = results.route_totals()
+    predict = totals.get("predict")
+    if predict is None:
+        return [*parts, "Not measured in this run.", ""]
+    rounds = max(sum(1 for r in results.protocols if r.route == key) for key in totals)
+    rows = [
+        [
+            f"`{key}`",
+            results.routes.get(key, ""),
+            f"**{r.per_second:,.1f}**",
+            f"{_ratio(r.per_second, predict.per_second):.2f}x",
+            _num(r.p50_ms, 2),
+            _num(r.p99_ms, 2),
+            f"{r.requests:,}",
+            str(r.errors),
+            f"{r.server_cores:.2f}",
+            f"{r.per_cpu_second:,.1f}",
+        ]
+        for key, r in totals.items()
+    ]
+    return [
+        *parts,
+        f"The same classification asked for through each protocol, on one fast server, by wrk (one thread, "
+        f"`bench/post_body.lua`) with {predict.clients} connections posting the {predict.image} JPEG: "
+        f"{rounds} round(s) of the routes in turn, each run {opts['duration']} s after a {opts['warmup']} s "
+        "warm-up on its own route. images/s is over all rounds; latencies are the median of the rounds'.",
+        "",
+        _table(
+            [
+                "route",
+                "request",
+                "images/s",
+                "vs /predict",
+                "p50 ms",
+                "p99 ms",
+                "requests",
+                "errors",
+                "server CPUs",
+                "images per CPU-second",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
 def _phone_section(results: Results) -> list[str]:
     parts = ["## Latency of a 12-megapixel photo", ""]
     rows = []
@@ -449,9 +547,9 @@ def _memory_section(results: Results) -> list[str]:
 
 def console_summary(results: Results) -> str:
     """The tables worth seeing in a terminal: targets and the server runs."""
-    lines = ["", "target".ljust(92) + "measured".ljust(44) + "required".ljust(12) + "verdict"]
+    lines = ["", "target".ljust(92) + "measured".ljust(44) + "required".ljust(22) + "verdict"]
     for t in targets(results):
-        lines.append(f"{t.name[:90]:<92}{t.measured[:42]:<44}{t.required:<12}{_verdict(t.met)}")
+        lines.append(f"{t.name[:90]:<92}{t.measured[:42]:<44}{t.required[:20]:<22}{_verdict(t.met)}")
     lines += [
         "",
         f"{'config':<8}{'image':>11}{'clients':>9}{'images/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
@@ -461,6 +559,11 @@ def console_summary(results: Results) -> str:
         lines.append(
             f"{r.config:<8}{r.image:>11}{r.clients:>9}{r.per_second:>11.1f}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}"
             f"{r.p99_ms:>9.2f}{r.errors:>8}{r.server_cores:>10.2f}{r.wrk_cores:>10.2f}"
+        )
+    for key, r in results.route_totals().items():
+        lines.append(
+            f"route {key:<12}{r.clients:>4} clients {r.per_second:>9.1f} images/s  p50 {r.p50_ms:.2f} ms  "
+            f"errors {r.errors}"
         )
     for name, c in results.ceilings.items():
         lines.append(

@@ -24,11 +24,13 @@ from types import TracebackType
 import psutil
 
 from backend.config import Settings
+from bench import wire
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = Path(__file__).with_name("post_image.lua")
+WRK_BODY_SCRIPT = Path(__file__).with_name("post_body.lua")  # any body, any headers: the protocols' routes
 HOST = "127.0.0.1"
 
 
@@ -172,6 +174,7 @@ class LoadResult:
     max_ms: float
     server_cpu_s: float
     wrk_cpu_s: float
+    route: str = "predict"  # a Route's key
 
     @property
     def per_second(self) -> float:
@@ -192,11 +195,100 @@ class LoadResult:
         return self.requests / self.server_cpu_s if self.server_cpu_s else 0.0
 
 
+@dataclass(frozen=True)
+class Route:
+    """One way of asking for the same classification: a route and the request body its clients send."""
+
+    key: str
+    title: str  # the request, in a few words
+    path: str
+    body: Path
+    content_type: str = ""  # none at all when empty (tritonclient sends none)
+    inference_header: int | None = None  # the Open Inference Protocol's Inference-Header-Content-Length
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What bench/post_body.lua reads."""
+        header = "" if self.inference_header is None else str(self.inference_header)
+        return {"BENCH_BODY": str(self.body), "BENCH_CONTENT_TYPE": self.content_type, "BENCH_INFERENCE_HEADER": header}
+
+
+V2_CLASSES = 5  # the v2 request's classification output: the top 5, as /predict's default top_k
+
+
+def model_name(server: Server) -> str:
+    """The served model's name, from ``GET /model`` (the protocols' routes are named after it)."""
+    connection = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    try:
+        connection.request("GET", "/model")
+        name: str = json.loads(connection.getresponse().read())["name"]
+        return name
+    finally:
+        connection.close()
+
+
+def protocol_routes(server: Server, image: bytes, label: str, workdir: Path) -> list[Route]:
+    """``/predict`` and the standard protocols' routes, each sending ``image`` as its clients would."""
+    name = model_name(server)
+    raw = workdir / f"body-raw-{label}.jpg"
+    raw.write_bytes(image)
+    v2 = wire.v2_binary_request([image], V2_CLASSES, binary_output=True)  # tritonclient's default: binary out
+    v2_path = workdir / f"body-v2-binary-{label}.bin"
+    v2_path.write_bytes(v2.body)
+    return [
+        Route("predict", "`/predict`, the JPEG as the raw body", "/predict", raw, "image/jpeg"),
+        Route(
+            "v2-binary",
+            "Open Inference Protocol v2, binary as tritonclient sends it (JSON header + 4-byte-prefixed JPEG, "
+            f"no Content-Type, top-{V2_CLASSES} classification output in binary)",
+            f"/v2/models/{name}/infer",
+            v2_path,
+            inference_header=v2.header_length,
+        ),
+        Route("torchserve", "TorchServe, the JPEG as the raw body (no Content-Type)", f"/predictions/{name}", raw),
+    ]
+
+
+def measure_routes(
+    wrk: str,
+    server: Server,
+    routes: list[Route],
+    label: str,
+    clients: int,
+    rounds: int,
+    warmup: int,
+    seconds: int,
+    workdir: Path,
+) -> list[LoadResult]:
+    """Each route in turn, ``rounds`` times (interleaved, so a change in the machine's load touches them alike),
+    each run after a warm-up on its own route. One result per route and round."""
+    results: list[LoadResult] = []
+    for round_number in range(1, rounds + 1):
+        for route in routes:
+            logger.info(
+                "%s server, %s, %d clients, round %d of %d", server.config.key, route.key, clients, round_number, rounds
+            )
+            run_wrk(wrk, server, route.body, label, clients, warmup, workdir, route)  # warm-up, not counted
+            result = run_wrk(wrk, server, route.body, label, clients, seconds, workdir, route)
+            logger.info("  %.1f images/s, p50 %.2f ms, errors %d", result.per_second, result.p50_ms, result.errors)
+            results.append(result)
+    return results
+
+
 def run_wrk(
-    wrk: str, server: Server, image: Path, image_label: str, clients: int, seconds: int, workdir: Path
+    wrk: str,
+    server: Server,
+    image: Path,
+    image_label: str,
+    clients: int,
+    seconds: int,
+    workdir: Path,
+    route: Route | None = None,
 ) -> LoadResult:
-    """``clients`` connections posting ``image`` as fast as answers come back, for ``seconds``."""
-    out_path = workdir / f"wrk-{server.config.key}-{image_label}-{clients}.out"
+    """``clients`` connections posting ``image`` (or ``route``'s body to its path) as fast as answers come
+    back, for ``seconds``."""
+    key = route.key if route else "predict"
+    out_path = workdir / f"wrk-{server.config.key}-{key}-{image_label}-{clients}.out"
     command = [
         wrk,
         "-t1",  # one thread handles these connection counts, and leaves the CPUs to the server
@@ -205,14 +297,13 @@ def run_wrk(
         "--timeout",
         "30s",
         "-s",
-        str(WRK_SCRIPT),
-        f"{server.url}/predict",
+        str(WRK_BODY_SCRIPT if route else WRK_SCRIPT),
+        f"{server.url}{route.path if route else '/predict'}",
     ]
+    env = {**os.environ, **(route.env if route else {"BENCH_IMAGE": str(image)})}
     server_cpu_before = server.cpu_seconds()
     with out_path.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "BENCH_IMAGE": str(image)}
-        )
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     watchdog = threading.Timer(seconds + 60, process.kill)
     watchdog.start()
     try:
@@ -243,6 +334,7 @@ def run_wrk(
         max_ms=raw["max_us"] / 1000,
         server_cpu_s=server_cpu,
         wrk_cpu_s=usage.ru_utime + usage.ru_stime,
+        route=key,
     )
     if result.errors:
         logger.warning("%s server, %d clients: %d requests failed", result.config, clients, result.errors)

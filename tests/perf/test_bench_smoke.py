@@ -26,16 +26,26 @@ from tests.helpers import ROOT, need_executable
 MiB = 2**20
 
 
-def _load(config: str, image: str, clients: int, per_second: float = 0.0, p50_ms: float = 0.0) -> LoadResult:
+def _load(
+    config: str, image: str, clients: int, per_second: float = 0.0, p50_ms: float = 0.0, route: str = "predict"
+) -> LoadResult:
     return LoadResult(
-        config, image, clients, int(per_second * 10), 10.0, 0, p50_ms, p50_ms, p50_ms, p50_ms, p50_ms, 1, 1
+        config, image, clients, int(per_second * 10), 10.0, 0, p50_ms, p50_ms, p50_ms, p50_ms, p50_ms, 1, 1, route
     )
 
 
 def _results(
-    fast: float = 90, naive: float = 20, p50: float = 11, phone: float = 20, cold: float = 2, rss: float = 104
+    fast: float = 90,
+    naive: float = 20,
+    p50: float = 11,
+    phone: float = 20,
+    cold: float = 2,
+    rss: float = 104,
+    v2: float = 88,
+    torchserve: float = 92,
 ) -> Results:
-    """A run whose every figure meets its target unless overridden: ceiling 100 images/s, 10 ms per image."""
+    """A run whose every figure meets its target unless overridden: ceiling 100 images/s, 10 ms per image;
+    /predict beside the protocols 90 images/s over two rounds."""
     onnx = RuntimeCeiling("onnx", 1, pipeline=[PipelineRun("overlapped", 1, 1, Rate(1000, 10.0))], single_image_ms=10)
     return Results(
         command="",
@@ -52,6 +62,11 @@ def _results(
         cold_starts={"fast": [cold]},
         memory=[MemorySample(8, 100 * MiB), MemorySample(16, int(rss * MiB))],
         memory_checkpoints=(8, 16),
+        protocols=[
+            _load("fast", "640x480", 16, per_second=rate, route=route)
+            for _ in range(2)
+            for route, rate in (("predict", 90), ("v2-binary", v2), ("torchserve", torchserve))
+        ],
     )
 
 
@@ -68,14 +83,17 @@ def _results(
         ({"cold": 3.01}, 4),  # cold start over 3 s
         ({"rss": 105.2}, 5),  # memory grew over 5%
         ({"rss": 94.8}, 5),  # or shrank over 5%
+        ({"v2": 85.5, "torchserve": 110}, None),  # 0.95x /predict, and faster than it
+        ({"torchserve": 85.4}, 6),  # under 0.95x /predict (routes in key order: torchserve, v2-binary)
+        ({"v2": 85.4}, 7),
     ],
 )
 def test_each_target_is_met_exactly_when_its_figure_is_within_its_bound(
     figures: dict[str, float], missed: int | None
 ) -> None:
     found = targets(_results(**figures))
-    assert len(found) == 6
-    assert [t.met for t in found] == [i != missed for i in range(6)], [(t.name, t.measured) for t in found]
+    assert len(found) == 8
+    assert [t.met for t in found] == [i != missed for i in range(8)], [(t.name, t.measured) for t in found]
 
 
 def _verdicts_from_figures(results: dict[str, Any]) -> list[bool]:
@@ -87,6 +105,11 @@ def _verdicts_from_figures(results: dict[str, Any]) -> list[bool]:
     onnx = results["ceilings"]["onnx"]
     rss = {sample["requests"]: sample["rss_bytes"] for sample in results["memory"]}
     first, second = results["memory_checkpoints"]
+    rates = {
+        route: sum(r["requests"] for r in rounds) / sum(r["seconds"] for r in rounds)
+        for route in ("predict", "torchserve", "v2-binary")
+        for rounds in [[r for r in results["protocols"] if r["route"] == route]]
+    }
     return [
         fast["per_second"] / onnx["ceiling"]["rate"]["per_second"] >= 0.85,
         fast["per_second"] / naive["per_second"] >= 3,
@@ -94,6 +117,8 @@ def _verdicts_from_figures(results: dict[str, Any]) -> list[bool]:
         phone["p50_ms"] / one["p50_ms"] <= 2,
         statistics.mean(results["cold_starts"]["fast"]) <= 3.0,
         abs(rss[second] - rss[first]) / rss[first] <= 0.05,
+        rates["torchserve"] / rates["predict"] >= 0.95,
+        rates["v2-binary"] / rates["predict"] >= 0.95,
     ]
 
 
@@ -153,7 +178,17 @@ def test_a_very_short_benchmark_writes_every_section(model_cache: Path, tmp_path
         assert run["wrk_cpu_s"] < run["seconds"] * (os.cpu_count() or 1), run
     assert set(results["cold_starts"]) == {"fast", "naive"}
     assert [s["requests"] for s in results["memory"]] == [0, 2, 4, 6, 8, 10, 12, 14, 16]
-    assert len(results["targets"]) == 6
+    # The protocols beside /predict, at the most clients, one round (--quick), each on its own route.
+    assert [(r["route"], r["clients"], r["image"]) for r in results["protocols"]] == [
+        (route, 4, "640x480") for route in ("predict", "v2-binary", "torchserve")
+    ]
+    for run in results["protocols"]:
+        assert run["requests"] > 0, run
+        assert run["errors"] == 0, run  # a v2 or TorchServe request the server refused would count here
+        assert run["server_cpu_s"] > 0, run
+    assert "| `v2-binary` |" in text
+    assert "| `torchserve` |" in text
+    assert len(results["targets"]) == 8
     assert [t["met"] for t in results["targets"]] == _verdicts_from_figures(results)
 
     assert "verdict" in done.stdout  # the tables are printed too
