@@ -1,4 +1,4 @@
-# The backend image: FastAPI + ONNX Runtime serving a model exported at build time. No torch inside.
+# The backend image: FastAPI + ONNX Runtime (or OpenVINO) serving a model exported at build time. No torch inside.
 #
 #   docker build -f backend.dockerfile -t classifier-backend .
 #   docker build -f backend.dockerfile --build-arg MODEL_NAME=resnet50 -t classifier-backend:resnet50 .
@@ -71,6 +71,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && /opt/venv/bin/pip install --require-hashes --no-deps ${PIP_EXTRA_ARGS} -r requirements_backend.txt \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
+# OpenVINO (RUNTIME=openvino) runs ONNX files on the CPU: its GPU and NPU plugins, the GPU's kernel cache, the
+# readers of model formats other than ONNX and its own IR, and the C++ headers (74 MB of its 178) are never
+# used here. rm without -f: a file that moved in a new version fails the build instead of staying.
+WORKDIR /opt/venv/lib/python3.11/site-packages/openvino
+RUN rm -r include libs/cache.json libs/libopenvino_intel_gpu_plugin.so libs/libopenvino_intel_npu_plugin.so \
+    && find libs -name 'libopenvino_*_frontend.so.*' ! -name 'libopenvino_onnx_frontend.so.*' \
+        ! -name 'libopenvino_ir_frontend.so.*' -delete
 
 # ---------------------------------------------------------------------------------------------------
 # the service

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     model_weights: str = Field("DEFAULT", description="member of the torchvision weights enum")
     model_checkpoint: Path | None = Field(None, description="fine-tuned state dict for MODEL_NAME's architecture")
     model_labels: Path | None = Field(None, description="class names of the checkpoint, one per line")
-    runtime: RuntimeName = Field("onnx", description="onnx (ONNX Runtime, fast) or torch (eager PyTorch)")
+    runtime: RuntimeName = Field(
+        "onnx", description="onnx (ONNX Runtime), openvino (OpenVINO, the same ONNX export) or torch (eager PyTorch)"
+    )
     model_cache_dir: Path = Field(default_factory=_default_cache_dir, description="where ONNX exports are kept")
     inference_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per CPU")
 

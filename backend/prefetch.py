@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=settings.model_name, help="default: MODEL_NAME")
     parser.add_argument("--weights", default=settings.model_weights, help="default: MODEL_WEIGHTS")
-    parser.add_argument("--runtime", default=settings.runtime, choices=["onnx", "torch"], help="default: RUNTIME")
+    parser.add_argument(
+        "--runtime", default=settings.runtime, choices=["onnx", "openvino", "torch"], help="default: RUNTIME"
+    )
     args = parser.parse_args(argv)
     configure_logging(settings.log_level)
     spec = ModelSpec(args.model, args.weights, settings.model_checkpoint, settings.model_labels)

@@ -65,7 +65,7 @@ class ModelResponse(BaseModel):
     name: str = Field(examples=["efficientnet_lite0"])
     weights: str
     source: Literal["embedded", "torchvision", "checkpoint"]
-    runtime: Literal["onnx", "torch"]
+    runtime: Literal["onnx", "openvino", "torch"]
     num_classes: int
     input_size: tuple[int, int, int] = Field(description="height, width, channels of the model input")
     preprocessing: PreprocessingInfo

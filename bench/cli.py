@@ -115,6 +115,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME:KEY=VALUE,...",
         help="one more server configuration to load like the others, e.g. batch1:MAX_BATCH_SIZE=1 (repeatable)",
     )
+    parser.add_argument(
+        "--in-process-only",
+        action="store_true",
+        help="measure only the in-process ceilings (every runtime), no server; sections of the rest say so",
+    )
     parser.add_argument("--wrk", default=wrk_path(), help="the wrk executable (default: from PATH)")
     parser.add_argument(
         "--fail-on-targets",
@@ -126,7 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, default in preset.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
-    if not args.wrk:
+    if not args.wrk and not args.in_process_only:
         parser.error("wrk is not installed: apt-get install -y wrk (or pass --wrk PATH)")
     return args
 
@@ -154,8 +159,8 @@ def run(args: argparse.Namespace, command: str) -> Results:
     # torch first: loading the ONNX classifier tunes glibc's allocator for the whole process (see
     # release_large_buffers_to_the_os), which is right for ONNX Runtime and slows eager PyTorch down.
     # The ONNX run's load_classifier exports the model into cache_dir if it is not there yet, before any
-    # server below needs it.
-    for runtime in ("torch", "onnx"):
+    # server below needs it; OpenVINO runs the same export.
+    for runtime in ("torch", "onnx", "openvino"):
         logger.info("in-process ceiling, %s", runtime)
         results.ceilings[runtime] = measure_runtime(
             runtime,
@@ -166,6 +171,10 @@ def run(args: argparse.Namespace, command: str) -> Results:
             model_seconds=args.model_seconds,
             pipeline_seconds=args.pipeline_seconds,
         )
+    if args.in_process_only:
+        results.seconds = time.perf_counter() - started
+        results.load_average_after = load_average()
+        return results
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)

@@ -33,7 +33,7 @@ SECTIONS = (
 )
 # Written by hand in BENCHMARKS.md: a run keeps it (from its heading to the end) when it rewrites the report.
 KEPT_SECTION = "## Measurements behind the code"
-LIBRARIES = ("onnxruntime", "torch", "numpy", "pillow", "fastapi", "uvicorn", "starlette", "pydantic")
+LIBRARIES = ("onnxruntime", "openvino", "torch", "numpy", "pillow", "fastapi", "uvicorn", "starlette", "pydantic")
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Target:
     met: bool | None  # None: not measured in this run
 
 
-def machine_facts(wrk: str) -> dict[str, str]:
+def machine_facts(wrk: str | None) -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     with open("/proc/cpuinfo", encoding="utf-8") as f:  # Linux: the CPU's marketing name
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
@@ -111,10 +111,11 @@ def machine_facts(wrk: str) -> dict[str, str]:
             facts[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             facts[name] = "not installed"
-    version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
-    facts["wrk"] = (
-        (version.stdout or version.stderr).splitlines()[0].strip() if (version.stdout or version.stderr) else wrk
-    )
+    if wrk:  # not needed by --in-process-only
+        version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+        facts["wrk"] = (
+            (version.stdout or version.stderr).splitlines()[0].strip() if (version.stdout or version.stderr) else wrk
+        )
     facts["load average at start (1, 5, 15 min)"] = load_average()
     return facts
 
@@ -340,8 +341,9 @@ def _ceiling_section(results: Results, opts: dict[str, Any]) -> list[str]:
         f"The model alone (`Classifier.probabilities` on prepared 224x224 images, {opts['model_seconds']} s per "
         "batch size), images/s (wall-clock ms per image). *Callers* is how many threads call the model at once. "
         "ONNX Runtime runs each call on one thread and as many calls side by side as there are CPUs (so does the "
-        "server's batcher; see `backend/classifier/_runtimes.py`); eager PyTorch spreads each call over every "
-        "CPU, one call at a time.",
+        "server's batcher; see `backend/classifier/_runtimes.py`), and so does OpenVINO (`RUNTIME=openvino`, the "
+        "same ONNX file: one single-threaded stream per CPU); eager PyTorch spreads each call over every CPU, one "
+        "call at a time.",
         "",
         _table(["runtime", "callers", *(f"batch {b}" for b in batch_sizes)], model_rows),
         "",
@@ -589,7 +591,11 @@ def plot_throughput(results: Results, path: Path) -> None:
         )
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{config.key}: {config.title}")
-    styles = {"onnx": ("black", "--", "ONNX Runtime"), "torch": ("gray", ":", "eager PyTorch")}
+    styles = {
+        "onnx": ("black", "--", "ONNX Runtime"),
+        "openvino": ("tab:blue", "-.", "OpenVINO"),
+        "torch": ("gray", ":", "eager PyTorch"),
+    }
     for name, ceiling in results.ceilings.items():
         color, dashes, label = styles.get(name, ("black", "-.", name))
         ax.axhline(

@@ -26,6 +26,11 @@ def onnx_classifier(model_cache: Path) -> Classifier:
 
 
 @pytest.fixture(scope="session")
+def openvino_classifier(model_cache: Path) -> Classifier:
+    return load_classifier(ModelSpec(), runtime="openvino", cache_dir=model_cache, threads=2)
+
+
+@pytest.fixture(scope="session")
 def torch_classifier(model_cache: Path) -> Classifier:
     return load_classifier(ModelSpec(), runtime="torch", cache_dir=model_cache, threads=2)
 

@@ -18,9 +18,10 @@ def release_large_buffers_to_the_os() -> None:
     a server that decoded a few large images sat on hundreds of MB it did not use. An explicit
     ``MALLOC_MMAP_THRESHOLD_`` in the environment wins; other C libraries are left alone.
 
-    Called by ``load_classifier`` for ONNX Runtime only (it allocates from its own arena, and serving
-    throughput measured the same either way). Eager PyTorch allocates its activations with malloc on
-    every forward pass: mapping and unmapping them each time made it several times slower, so it is left
+    Called by ``load_classifier`` for ONNX Runtime and OpenVINO only (they allocate from their own arenas;
+    serving throughput measured the same either way, and an OpenVINO pass took 6.3 ms with or without
+    it). Eager PyTorch allocates its activations with malloc on every forward pass: mapping and unmapping
+    them each time made it several times slower, so it is left
     alone (BENCHMARKS.md, "Measurements behind the code").
     """
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._images import DecodedImage, ImageLimits, decode_image
 from ._model import ModelInfo, ModelSpec
-from ._runtimes import OnnxRuntime, Runtime, RuntimeName, TorchRuntime
+from ._runtimes import OnnxRuntime, OpenVinoRuntime, Runtime, RuntimeName, TorchRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +88,15 @@ def load_classifier(
 ) -> Classifier:
     """Build the classifier for ``spec`` on ``runtime``. ONNX exports are cached in ``cache_dir``."""
     started = time.perf_counter()
-    if runtime == "onnx":
+    if runtime in ("onnx", "openvino"):  # the same ONNX export, on either runtime
         from ._allocator import release_large_buffers_to_the_os
         from ._export import INFO_FILE, ensure_onnx
 
         release_large_buffers_to_the_os()
         artifact = ensure_onnx(spec, cache_dir)
         info = ModelInfo.from_json((artifact / INFO_FILE).read_text(encoding="utf-8"))
-        classifier = Classifier(info, OnnxRuntime(artifact, threads))
+        fast = OnnxRuntime(artifact, threads) if runtime == "onnx" else OpenVinoRuntime(artifact, threads)
+        classifier = Classifier(info, fast)
     elif runtime == "torch":
         from ._export import deployable
         from ._sources import build_module

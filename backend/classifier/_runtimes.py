@@ -1,14 +1,16 @@
-"""Inference runtimes: ONNX Runtime (the fast default) and eager PyTorch (the reference).
+"""Inference runtimes: ONNX Runtime (the default), OpenVINO (the same ONNX file) and eager PyTorch (the reference).
 
-Both take a ``uint8`` batch ``(N, H, W, 3)`` and return float32 probabilities ``(N, classes)``.
+All take a ``uint8`` batch ``(N, H, W, 3)`` and return float32 probabilities ``(N, classes)``.
 ``parallel_calls`` says how many calls the batcher should run at once, each on its own thread.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -17,7 +19,7 @@ from ._export import ONNX_FILE
 if TYPE_CHECKING:
     import torch
 
-RuntimeName = Literal["onnx", "torch"]
+RuntimeName = Literal["onnx", "openvino", "torch"]
 
 
 class Runtime(Protocol):
@@ -66,6 +68,67 @@ class OnnxRuntime:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         (probabilities,) = self._session.run(None, {self._input: images})
         return np.asarray(probabilities, dtype=np.float32)
+
+
+def _import_openvino() -> Any:
+    """``openvino``, without its usage telemetry.
+
+    ``import openvino`` imports its model converter (``openvino.tools.ovc``), which, when the
+    ``openvino-telemetry`` package is installed (a dependency of ``openvino``), writes a client id under
+    ``$HOME/intel`` and sends an "import" event to Google Analytics unless a consent file there says no.
+    Marking that package as absent makes the converter fall back to its own no-op stub, as it does where
+    the package is not installed; the runtime itself (``Core``, the ONNX reader, the CPU plugin) never
+    used it.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
+
+
+class OpenVinoRuntime:
+    """OpenVINO's CPU plugin running the same ONNX export as ``OnnxRuntime``, with the same threading.
+
+    The batcher runs ``parallel_calls`` single-threaded passes side by side (see ``OnnxRuntime``); here that
+    is one compiled model with as many streams as ``threads`` (at most one per core), one thread each (``NUM_STREAMS`` =
+    ``INFERENCE_NUM_THREADS`` = ``threads``, ``PERFORMANCE_HINT=LATENCY``), and one infer request per calling
+    thread (a request is not thread-safe; the compiled model and its weights are shared). Threads are not
+    pinned to cores: decoders and HTTP share them. Precision stays FP32: on CPUs with bfloat16 support the
+    plugin would otherwise run in bfloat16 and give other answers. No model cache is written (no
+    ``CACHE_DIR``), and nothing under ``$HOME`` (``_import_openvino``).
+    """
+
+    name: RuntimeName = "openvino"
+
+    def __init__(self, artifact: Path, threads: int = 0) -> None:
+        ov = _import_openvino()
+        wanted = threads or default_threads()
+        core = ov.Core()
+        self._compiled = core.compile_model(
+            core.read_model(str(artifact / ONNX_FILE)),
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "NUM_STREAMS": wanted,
+                "INFERENCE_NUM_THREADS": wanted,
+                "INFERENCE_PRECISION_HINT": "f32",
+                "ENABLE_CPU_PINNING": False,
+            },
+        )
+        # The plugin runs at most one stream per core (3 asked for on 2 cores give 2): a further call would
+        # only wait for a stream, so the batcher is told how many there are.
+        self.parallel_calls = int(self._compiled.get_property("NUM_STREAMS"))
+        self._local = threading.local()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        # share_inputs: the batch is read in place; the outputs are copied out of the request's buffer,
+        # which its next call overwrites.
+        outputs = request.infer({0: np.ascontiguousarray(images)}, share_inputs=True)
+        return np.asarray(outputs[0], dtype=np.float32)
 
 
 class TorchRuntime:

@@ -15,8 +15,9 @@ from PIL import Image
 
 from backend.classifier import Classifier
 from backend.config import Settings
+from backend.service import default_factory
 from tests.backend.conftest import assert_error, png_claiming, post_streamed, wait_ready
-from tests.helpers import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, SKIMAGE_DATA, jpeg_bytes
 
 CAT_JPEG = jpeg_bytes(CAT)
 COFFEE_JPEG = jpeg_bytes(COFFEE)
@@ -293,6 +294,22 @@ def test_health_ready_and_model(client: TestClient) -> None:
     assert info["input_size"] == [224, 224, 3]
     assert info["preprocessing"]["resize_size"] == 256
     assert "efficientnet-lite0" in info["weights"]
+
+
+@pytest.mark.slow  # OpenVINO compiles the model
+def test_runtime_openvino_gives_the_same_answers(client: TestClient, make_client: Callable[..., TestClient]) -> None:
+    """RUNTIME=openvino, loaded as the service loads it: the same top-5 as ONNX Runtime on real photos."""
+    openvino = make_client(factory=default_factory, runtime="openvino")
+    assert openvino.get("/model").json()["runtime"] == "openvino"
+    photos = [CAT_JPEG, COFFEE_JPEG, CAT.read_bytes(), jpeg_bytes(SKIMAGE_DATA / "astronaut.png")]
+    files = [("file", (f"{i}.img", photo, "application/octet-stream")) for i, photo in enumerate(photos)]
+    answers = [c.post("/predict", files=files).json()["results"] for c in (client, openvino)]
+    for ours, reference in zip(*answers, strict=True):
+        assert [p["index"] for p in ours["predictions"]] == [p["index"] for p in reference["predictions"]]
+        for a, b in zip(ours["predictions"], reference["predictions"], strict=True):
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    assert answers[1][0]["predictions"][0]["label"] in CAT_CLASSES
+    assert answers[1][1]["predictions"][0]["label"] == "espresso"
 
 
 def test_not_ready_until_the_model_is_loaded(

