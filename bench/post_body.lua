@@ -1,5 +1,5 @@
 -- wrk script: POST the same body on every request, with optional headers, and print the run's figures as one
--- JSON line (the same as post_image.lua's, which bench/server.py reads). BENCH_BODY: the file to send;
+-- JSON line, which bench/server.py reads. BENCH_BODY: the file to send;
 -- BENCH_CONTENT_TYPE (may be empty: none, as tritonclient sends); BENCH_INFERENCE_HEADER: the Open Inference
 -- Protocol's Inference-Header-Content-Length (empty: none).
 local file = assert(io.open(assert(os.getenv("BENCH_BODY"), "set BENCH_BODY"), "rb"))

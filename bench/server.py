@@ -29,8 +29,7 @@ from bench import wire
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-WRK_SCRIPT = Path(__file__).with_name("post_image.lua")
-WRK_BODY_SCRIPT = Path(__file__).with_name("post_body.lua")  # any body, any headers: the protocols' routes
+WRK_SCRIPT = Path(__file__).with_name("post_body.lua")  # any body, any headers: /predict and the protocols' routes
 HOST = "127.0.0.1"
 
 
@@ -213,6 +212,11 @@ class Route:
         return {"BENCH_BODY": str(self.body), "BENCH_CONTENT_TYPE": self.content_type, "BENCH_INFERENCE_HEADER": header}
 
 
+def predict_route(image: Path) -> Route:
+    """``POST /predict`` with ``image`` as the raw body, as the benchmark's own load posts it."""
+    return Route("predict", "`/predict`, the JPEG as the raw body", "/predict", image, "image/jpeg")
+
+
 V2_CLASSES = 5  # the v2 request's classification output: the top 5, as /predict's default top_k
 
 
@@ -236,7 +240,7 @@ def protocol_routes(server: Server, image: bytes, label: str, workdir: Path) -> 
     v2_path = workdir / f"body-v2-binary-{label}.bin"
     v2_path.write_bytes(v2.body)
     return [
-        Route("predict", "`/predict`, the JPEG as the raw body", "/predict", raw, "image/jpeg"),
+        predict_route(raw),
         Route(
             "v2-binary",
             "Open Inference Protocol v2, binary as tritonclient sends it (JSON header + 4-byte-prefixed JPEG, "
@@ -287,8 +291,8 @@ def run_wrk(
 ) -> LoadResult:
     """``clients`` connections posting ``image`` (or ``route``'s body to its path) as fast as answers come
     back, for ``seconds``."""
-    key = route.key if route else "predict"
-    out_path = workdir / f"wrk-{server.config.key}-{key}-{image_label}-{clients}.out"
+    route = route or predict_route(image)
+    out_path = workdir / f"wrk-{server.config.key}-{route.key}-{image_label}-{clients}.out"
     command = [
         wrk,
         "-t1",  # one thread handles these connection counts, and leaves the CPUs to the server
@@ -297,10 +301,10 @@ def run_wrk(
         "--timeout",
         "30s",
         "-s",
-        str(WRK_BODY_SCRIPT if route else WRK_SCRIPT),
-        f"{server.url}{route.path if route else '/predict'}",
+        str(WRK_SCRIPT),
+        f"{server.url}{route.path}",
     ]
-    env = {**os.environ, **(route.env if route else {"BENCH_IMAGE": str(image)})}
+    env = {**os.environ, **route.env}
     server_cpu_before = server.cpu_seconds()
     with out_path.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -334,7 +338,7 @@ def run_wrk(
         max_ms=raw["max_us"] / 1000,
         server_cpu_s=server_cpu,
         wrk_cpu_s=usage.ru_utime + usage.ru_stime,
-        route=key,
+        route=route.key,
     )
     if result.errors:
         logger.warning("%s server, %d clients: %d requests failed", result.config, clients, result.errors)
