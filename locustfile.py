@@ -476,6 +476,9 @@ class FrontendUser(HttpUser):
     wait_time = between(0.5, 2.0)
     host = "http://127.0.0.1:8501"  # replaced by --frontend-host; absolute URLs keep --host for the backend
 
+    def on_start(self) -> None:
+        self.page()  # a visitor opens the page first, then reloads it now and then while Streamlit polls health
+
     @task(1)
     def page(self) -> None:
         with self.client.get(
