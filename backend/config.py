@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     model_checkpoint: Path | None = Field(None, description="fine-tuned state dict for MODEL_NAME's architecture")
     model_labels: Path | None = Field(None, description="class names of the checkpoint, one per line")
     runtime: RuntimeName = Field(
-        "onnx", description="onnx (ONNX Runtime), openvino (OpenVINO, the same ONNX export) or torch (eager PyTorch)"
+        "openvino",
+        description="openvino (OpenVINO), onnx (ONNX Runtime, the same ONNX export) or torch (eager PyTorch)",
     )
     model_cache_dir: Path = Field(default_factory=_default_cache_dir, description="where ONNX exports are kept")
     inference_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per CPU")
@@ -67,6 +68,14 @@ class Settings(BaseSettings):
     stall_timeout_s: PositiveFloat = Field(
         60.0, description="a forward pass or normal-priority decode running longer makes /health fail"
     )
+
+    # --- the batch job, python -m backend.batch (docs/batch.md); Cloud Run jobs set CLOUD_RUN_TASK_*
+    cloud_run_task_index: int = Field(0, ge=0, description="this task's share of the input: 0 .. count - 1")
+    cloud_run_task_count: PositiveInt = Field(1, description="how many tasks share the input")
+    job_batch_size: PositiveInt = Field(1, description="images per forward pass (1: the most images/s on CPUs)")
+    job_shard_images: PositiveInt = Field(10_000, description="results per shard: a killed task redoes at most this")
+    job_shard_seconds: PositiveFloat = Field(120.0, description="...or at most this much work: a shard is cut then")
+    job_progress_interval_s: PositiveFloat = Field(30.0, description="progress log lines when not on a terminal")
 
     # --- HTTP
     host: str = "127.0.0.1"

@@ -45,7 +45,7 @@ NAIVE = ServerConfig(
     "eager PyTorch, no batching (RUNTIME=torch MAX_BATCH_SIZE=1)",
     {"RUNTIME": "torch", "MAX_BATCH_SIZE": "1"},
 )
-FAST = ServerConfig("fast", "the defaults (ONNX Runtime, dynamic batching)", {})
+FAST = ServerConfig("fast", "the defaults (OpenVINO, dynamic batching)", {})
 CONFIGS = (NAIVE, FAST)
 
 

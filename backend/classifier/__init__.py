@@ -3,7 +3,7 @@
 Public surface::
 
     from backend.classifier import ModelSpec, load_classifier, ImageLimits
-    clf = load_classifier(ModelSpec(), runtime="onnx", cache_dir=Path("~/.cache/x").expanduser())
+    clf = load_classifier(ModelSpec(), runtime="openvino", cache_dir=Path("~/.cache/x").expanduser())
     clf.classify([open("cat.jpg", "rb").read()], top_k=3)
 
 torch is only imported to build or export a model, never to serve an exported one. A server decodes

@@ -82,12 +82,13 @@ class Classifier:
 def load_classifier(
     spec: ModelSpec,
     *,
-    runtime: RuntimeName = "onnx",
+    runtime: RuntimeName = "openvino",
     cache_dir: Path,
     threads: int = 0,
 ) -> Classifier:
     """Build the classifier for ``spec`` on ``runtime``. ONNX exports are cached in ``cache_dir``."""
     started = time.perf_counter()
+    loaded: dict[str, bool] = {}
     if runtime in ("onnx", "openvino"):  # the same ONNX export, on either runtime
         from ._allocator import release_large_buffers_to_the_os
         from ._export import INFO_FILE, ensure_onnx
@@ -95,7 +96,11 @@ def load_classifier(
         release_large_buffers_to_the_os()
         artifact = ensure_onnx(spec, cache_dir)
         info = ModelInfo.from_json((artifact / INFO_FILE).read_text(encoding="utf-8"))
-        fast = OnnxRuntime(artifact, threads) if runtime == "onnx" else OpenVinoRuntime(artifact, threads)
+        if runtime == "onnx":
+            fast: Runtime = OnnxRuntime(artifact, threads)
+        else:
+            fast = openvino = OpenVinoRuntime(artifact, threads)
+            loaded = {"loaded_from_cache": openvino.loaded_from_cache}
         classifier = Classifier(info, fast)
     elif runtime == "torch":
         from ._export import deployable
@@ -107,6 +112,6 @@ def load_classifier(
         raise ValueError(f"unknown runtime {runtime!r}")
     logger.info(
         "model loaded",
-        extra={"model": info.name, "runtime": runtime, "seconds": round(time.perf_counter() - started, 3)},
+        extra={"model": info.name, "runtime": runtime, "seconds": round(time.perf_counter() - started, 3), **loaded},
     )
     return classifier

@@ -44,7 +44,8 @@ from backend.uploads import Upload, UploadTooLarge
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
 _PARSE_IN_THREAD_BYTES: Final = 256 * 1024  # larger bodies (FP32 JSON) are parsed off the event loop
-_PLATFORMS: Final = {"onnx": "onnxruntime_onnx", "torch": "pytorch_libtorch"}
+# Triton's platform names for the runtime that serves the model (one per RuntimeName: tests/backend/test_api.py).
+PLATFORMS: Final = {"onnx": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_libtorch"}
 
 
 def model_facts(classifier: Classifier, settings: Settings) -> ModelFacts:
@@ -52,7 +53,7 @@ def model_facts(classifier: Classifier, settings: Settings) -> ModelFacts:
     p = info.preprocessing
     return ModelFacts(
         name=info.name,
-        platform=_PLATFORMS[classifier.runtime.name],
+        platform=PLATFORMS[classifier.runtime.name],
         num_classes=info.num_classes,
         crop_size=p.crop_size,
         mean=p.mean,

@@ -91,14 +91,14 @@ def post_streamed(
 
 
 @pytest.fixture
-def make_client(model_cache: Path, onnx_classifier: Classifier) -> Iterator[Callable[..., TestClient]]:
+def make_client(model_cache: Path, classifier: Classifier) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(
         factory: Callable[[Settings], Classifier] | None = None, wait: bool = True, **overrides: Any
     ) -> TestClient:
         settings = Settings(_env_file=None, model_cache_dir=model_cache, access_log=False, **overrides)
-        app = create_app(settings, factory or (lambda _: onnx_classifier))
+        app = create_app(settings, factory or (lambda _: classifier))
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

