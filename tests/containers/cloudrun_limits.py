@@ -52,6 +52,7 @@ PREDEFINED_ROLES: Mapping[str, str] = {
         "https://cloud.google.com/iam/docs/roles-permissions/artifactregistry#artifactregistry.writer"
     ),
     "roles/storage.objectViewer": "https://cloud.google.com/iam/docs/roles-permissions/storage#storage.objectViewer",
+    "roles/storage.objectUser": "https://cloud.google.com/iam/docs/roles-permissions/storage#storage.objectUser",
     "roles/storage.legacyBucketWriter": (
         "https://cloud.google.com/iam/docs/roles-permissions/storage#storage.legacyBucketWriter"
     ),
