@@ -13,8 +13,10 @@ from pathlib import Path
 
 from backend.config import Settings
 from bench import photos as photo_maker
+from bench.batch import measure_batch
 from bench.inprocess import measure_runtime
 from bench.report import (
+    DEFAULT_RUNTIME,
     Results,
     console_summary,
     load_average,
@@ -171,6 +173,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
             model_seconds=args.model_seconds,
             pipeline_seconds=args.pipeline_seconds,
         )
+    results.batch = measure_batch(cache_dir, vga.jpeg, DEFAULT_RUNTIME, results.ceilings, args.pipeline_seconds)
     if args.in_process_only:
         results.seconds = time.perf_counter() - started
         results.load_average_after = load_average()

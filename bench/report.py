@@ -18,6 +18,8 @@ from typing import Any
 import psutil
 
 from backend.config import Settings
+from bench.batch import TARGET as BATCH_TARGET
+from bench.batch import BatchRun
 from bench.inprocess import RuntimeCeiling
 from bench.server import CONFIGS, LoadResult, MemorySample, ServerConfig
 
@@ -51,6 +53,7 @@ class Results:
     memory_checkpoints: tuple[int, int] = (1000, 2000)
     protocols: list[LoadResult] = field(default_factory=list)  # /predict and the protocols, round by round
     routes: dict[str, str] = field(default_factory=dict)  # each route's key: its request, in a few words
+    batch: BatchRun | None = None  # python -m backend.batch, one task (bench/batch.py)
     seconds: float = 0.0
     load_average_after: str = ""
 
@@ -206,6 +209,19 @@ def targets(results: Results) -> list[Target]:
             )
         )
     found += _protocol_targets(results)
+    batch_ceiling = results.ceilings.get(results.batch.runtime) if results.batch else None
+    if results.batch and batch_ceiling:
+        ceiling = batch_ceiling.ceiling.rate.per_second
+        ratio = _ratio(results.batch.per_second, ceiling)
+        found.append(
+            Target(
+                f"batch job, one task (python -m backend.batch) vs the in-process pipeline ceiling "
+                f"({results.batch.runtime})",
+                f"{results.batch.per_second:.1f} / {ceiling:.1f} images/s = {ratio:.2f}x",
+                f">= {BATCH_TARGET}x",
+                ratio >= BATCH_TARGET,
+            )
+        )
     return found
 
 
@@ -576,6 +592,12 @@ def console_summary(results: Results) -> str:
             f"in-process {name}: ceiling {c.ceiling.rate.per_second:.1f} images/s ({c.ceiling.mode}, batch "
             f"{c.ceiling.batch_size}); model alone best {c.best_model[2].per_second:.1f} images/s at batch "
             f"{c.best_model[1]} with {c.best_model[0]} caller(s); one image {c.single_image_ms:.2f} ms"
+        )
+    if results.batch:
+        b = results.batch
+        lines.append(
+            f"batch job ({b.runtime}, one task): {b.per_second:.1f} images/s over {b.images:,} images; "
+            f"model and decoders loaded in {b.load_seconds:.2f} s"
         )
     for config, runs in results.cold_starts.items():
         lines.append(f"cold start {config}: {statistics.mean(runs):.2f} s (mean of {len(runs)})")
