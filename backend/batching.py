@@ -169,8 +169,8 @@ class Batcher:
         try:
             started = time.perf_counter()
             try:
-                stacked = np.stack([item.pixels for item in batch])
-                probabilities = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, stacked)
+                pixels = [item.pixels for item in batch]
+                probabilities = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, pixels)
             except Exception as exc:  # a model failure fails this batch's requests, not the batcher
                 logger.exception("inference failed", extra={"batch_size": len(batch)})
                 for item in batch:
@@ -184,6 +184,11 @@ class Batcher:
                 self._on_batch(BatchStats(len(batch), time.perf_counter() - started, len(self._queue)))
         finally:
             self._slots.release()
+
+    def _run(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """One forward pass, on an inference thread. The images are stacked here rather than on the event loop
+        (a 150 kB copy per image: 0.1 to 0.2 ms that held up every request), and not at all for one image."""
+        return self._infer(pixels[0][np.newaxis] if len(pixels) == 1 else np.stack(pixels))
 
     def abort(self) -> None:
         """Refuse new images and fail every queued one with ``BatcherClosed`` (forward passes running finish)."""

@@ -176,6 +176,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._header_timer = self.loop.call_later(self._header_timeout_s, self._header_timeout)
         room = self.limits.max_header_bytes - self._header_bytes
         self._header_bytes += min(len(data), room)
+        if len(data) > room:  # a read of headers and body (a whole request, often): split without copying it
+            data = memoryview(data)  # type: ignore[assignment]  # httptools parses any buffer
         super().data_received(data[:room] if len(data) > room else data)
         headers_pending = self._headers_pending()  # the parser's callbacks may have ended them
         if headers_pending and len(data) >= room and not self.transport.is_closing():
