@@ -82,6 +82,11 @@ WORKDIR /opt/venv/lib/python3.11/site-packages/openvino
 RUN rm -r include libs/cache.json libs/libopenvino_intel_gpu_plugin.so libs/libopenvino_intel_npu_plugin.so \
     && find libs -name 'libopenvino_*_frontend.so.*' ! -name 'libopenvino_onnx_frontend.so.*' \
         ! -name 'libopenvino_ir_frontend.so.*' -delete
+# pyarrow writes the batch job's Parquet shards (python -m backend.batch) to a mounted folder: its Arrow Flight
+# RPC, S3 filesystem, C++ headers and own tests (61 MB of its 170) are never used here.
+WORKDIR /opt/venv/lib/python3.11/site-packages/pyarrow
+RUN rm -r include tests libarrow_flight.so.* libarrow_python_flight.so* _flight.*.so libarrow_s3.so.* _s3fs.*.so \
+        _pyarrow_cpp_tests.*.so
 
 # ---------------------------------------------------------------------------------------------------
 # the service

@@ -6,8 +6,10 @@ import json
 import re
 import subprocess
 import textwrap
+from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from tests.containers.podman import (
@@ -24,8 +26,10 @@ from tests.helpers import CAT, CAT_CLASSES, jpeg_bytes
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-# What the image's size may grow to before someone should look at why (torch alone would be ~700 MB).
-BACKEND_SIZE_BUDGET_MB = 600
+# What the image's size may grow to before someone should look at why (torch alone would be ~700 MB). Measured
+# at 551 MB with OpenVINO and ONNX Runtime; the batch job's pyarrow (109 MB as the image keeps it) and OpenVINO's
+# compiled-model cache (18 MB) made it about 680 MB.
+BACKEND_SIZE_BUDGET_MB = 700
 
 
 def top_label(body: dict[str, object], index: int = 0) -> str:
@@ -210,7 +214,7 @@ def test_backend_image_holds_the_service_and_no_secrets(podman: str, backend_ima
         exports = sorted(p.relative_to(models).as_posix() for p in models.rglob("*.*"))
         export = "efficientnet_lite0-embedded-onnx1"
         assert exports[:2] == [f"{export}/model.json", f"{export}/model.onnx"]
-        assert [re.sub(r"\d+", "N", p) for p in exports[2:]] == [f"{export}/openvino-cache/N.blob"], exports
+        assert [re.sub(r"/\d+\.blob$", "/N.blob", p) for p in exports[2:]] == [f"{export}/openvino-cache/N.blob"]
         site = root / "opt/venv/lib/python3.11/site-packages"
         assert not list(site.glob("torch*")), "torch must stay in the build stage"
         assert secret_like_files(root) == []
@@ -238,3 +242,30 @@ def test_backend_image_stays_small(podman: str, backend_image: Image) -> None:
     )
     size_mb = backend_image.size_bytes / 1e6
     assert size_mb < BACKEND_SIZE_BUDGET_MB, f"the backend image grew to {size_mb:.0f} MB:\n{history}"
+
+
+def test_backend_image_runs_the_batch_job(podman: str, backend_image: Image, tmp_path: Path) -> None:
+    """``python -m backend.batch`` in the service's image, as a Cloud Run job task runs it: the input folder
+    mounted read-only, no network, a read-only root; its Parquet shard (the trimmed pyarrow) holds each image."""
+    images, results = tmp_path / "images", tmp_path / "results"
+    images.mkdir()
+    results.mkdir(mode=0o777)
+    results.chmod(0o777)  # the image's unprivileged user writes the shards
+    (images / "cat.jpg").write_bytes(jpeg_bytes(CAT))
+    (images / "notes.jpg").write_bytes(b"not an image at all")
+    run = [podman, "run", "--rm", "--network=none", *HARDENED, "--tmpfs=/tmp"]
+    run += ["--env=CLOUD_RUN_TASK_INDEX=0", "--env=CLOUD_RUN_TASK_COUNT=1"]
+    run += [f"--volume={images}:/images:ro,z", f"--volume={results}:/results:z"]
+    done = subprocess.run(
+        [*run, backend_image.tag, "python", "-m", "backend.batch", "/images", "/results"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {Path(row["path"]).name: row for row in pq.read_table(results).to_pylist()}
+    assert rows.keys() == {"cat.jpg", "notes.jpg"}, rows
+    assert rows["cat.jpg"]["labels"][0] in CAT_CLASSES
+    assert rows["cat.jpg"]["error"] is None
+    assert rows["notes.jpg"]["error"] == "unsupported_image"
