@@ -25,7 +25,7 @@ from backend.config import get_settings
 from backend.logs import configure_logging
 
 from ._inputs import InputError
-from ._job import Summary, Task, TaskConfigError
+from ._job import DecodersFailed, Summary, Task, TaskConfigError
 from ._output import FORMATS, OutputError
 
 logger = logging.getLogger("backend.batch")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             terminal=terminal,
         )
         summary, status = uvloop.run(_run(task, {signal.SIGTERM: 143, signal.SIGINT: 130}))
-    except (TaskConfigError, InputError, OutputError, ClassifierError, OSError) as exc:
+    except (TaskConfigError, InputError, OutputError, DecodersFailed, ClassifierError, OSError) as exc:
         logger.error("the batch task failed", extra={"error": type(exc).__name__, "detail": str(exc)})
         if terminal is not None:
             terminal.write(f"error: {exc}\n")

@@ -45,7 +45,8 @@ from ._progress import Progress
 logger = logging.getLogger("backend.batch")
 
 READ_THREADS: Final = 16  # reads in flight: enough to hide Cloud Storage's per-object latency
-BUSY_RETRIES: Final = 3  # an image the decoders were too busy for is tried this many more times
+BUSY_RETRIES: Final = 5  # an image the decoders were too busy for is tried this many more times (~12 s)
+WALL_FACTOR: Final = 10.0  # a decode may take 1 s + this many wall-clock seconds per CPU second of its budget
 UNREADABLE: Final = "unreadable"  # the error code of a file that cannot be read
 
 
@@ -161,7 +162,11 @@ def _read(path: Path, max_bytes: int, budget: _BytesInFlight) -> tuple[bytes, in
 
 
 def decoder_settings(classifier: Classifier, settings: Settings) -> DecoderSettings:
-    """The service's decoder settings (backend/service.py: ``ModelService._decoder_settings``)."""
+    """The service's decoder settings (backend/service.py: ``ModelService._decoder_settings``): the same
+    processes, limits, CPU-time budget and memory budget. Two scheduling knobs differ, because a task has
+    one owner and keeps every CPU busy with inference: an expensive image is never demoted to nice 19 (the
+    service does that so one request's large images do not delay another's; here it would starve the image
+    until inference pauses), and it may take longer in wall-clock time (its CPU-time budget still stops it)."""
     cpus = default_threads()
     return DecoderSettings(
         preprocessing=classifier.info.preprocessing,
@@ -170,7 +175,13 @@ def decoder_settings(classifier: Classifier, settings: Settings) -> DecoderSetti
         memory_bytes=settings.decode_memory_bytes,
         workers=settings.decode_processes or 2 * cpus,
         slow_workers=cpus,
+        demote_after_s=settings.decode_timeout_s,  # the CPU-time budget stops it first
+        wall_factor=WALL_FACTOR,
     )
+
+
+class DecodersFailed(Exception):
+    """The decoder processes cannot run (they cannot be started): the task fails, to be retried."""
 
 
 @dataclass(frozen=True)
@@ -434,15 +445,18 @@ class Task:
         return row
 
     async def _prepare(self, decoders: DecoderPool, data: bytes) -> PreparedImage:
-        """Decode in the pool; an image it was too busy for (memory budget held by others, or no CPU for it in
-        time) waits a little and tries again, then counts as failed with ``decoder_busy``."""
+        """Decode in the pool. An image it was too busy for (the memory budget held by other large images, or
+        no CPU for it in time) waits and tries again, then counts as failed with ``decoder_busy``. If the pool
+        itself cannot work (no process starts), that is no image's fault: ``DecodersFailed`` ends the task."""
         for attempt in range(BUSY_RETRIES + 1):
             try:
                 return await decoders.prepare(data)
             except DecoderBusy:
+                if (trouble := decoders.health(self.settings.stall_timeout_s)) is not None:
+                    raise DecodersFailed(trouble) from None
                 if attempt == BUSY_RETRIES:
                     raise
-                await asyncio.sleep(0.5 * (attempt + 1))
+                await asyncio.sleep(min(0.5 * 2**attempt, 4.0))
         raise AssertionError("unreachable")
 
     @staticmethod
