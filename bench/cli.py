@@ -122,6 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="measure only the in-process ceilings (every runtime), no server; sections of the rest say so",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="instead: this server beside BentoML, LitServe, TorchServe and PyTriton (python -m bench --peers --help)",
+    )
     parser.add_argument("--wrk", default=wrk_path(), help="the wrk executable (default: from PATH)")
     parser.add_argument(
         "--fail-on-targets",
@@ -229,6 +234,11 @@ def run(args: argparse.Namespace, command: str) -> Results:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if "--peers" in (sys.argv[1:] if argv is None else argv):  # its own options: python -m bench --peers --help
+        from bench.peers.cli import main as compare_with_peers
+
+        compare_with_peers(argv)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -36,6 +36,8 @@ SECTIONS = (
 )
 # Written by hand in BENCHMARKS.md: a run keeps it (from its heading to the end) when it rewrites the report.
 KEPT_SECTION = "## Measurements behind the code"
+# Written by `python -m bench --peers` (bench/peers/report.py): a run of the rest keeps it as it was.
+PEERS_SECTION = "## Peers"
 LIBRARIES = ("onnxruntime", "openvino", "torch", "numpy", "pillow", "fastapi", "uvicorn", "starlette", "pydantic")
 
 
@@ -328,7 +330,7 @@ def markdown(results: Results, plot: Path | None, output: Path) -> str:
         "- Latency percentiles are wrk's, per request, from sending the request to the last byte of the answer.",
         "",
     ]
-    return "\n".join(parts) + kept_section(output)
+    return "\n".join(parts) + peers_section(output) + kept_section(output)
 
 
 def kept_section(output: Path) -> str:
@@ -336,6 +338,16 @@ def kept_section(output: Path) -> str:
     previous = output.read_text(encoding="utf-8") if output.is_file() else ""
     start = previous.find(f"\n{KEPT_SECTION}\n")
     return previous[start:] if start >= 0 else ""
+
+
+def peers_section(output: Path) -> str:
+    """The ``PEERS_SECTION`` of the report at ``output`` (to the next section), with the blank line before it, or ''."""
+    previous = output.read_text(encoding="utf-8") if output.is_file() else ""
+    start = previous.find(f"\n{PEERS_SECTION}\n")
+    if start < 0:
+        return ""
+    end = previous.find("\n## ", start + 1)
+    return previous[start:end] if end >= 0 else previous[start:]
 
 
 def _ceiling_section(results: Results, opts: dict[str, Any]) -> list[str]:
