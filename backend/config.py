@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import ByteSize, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backend.classifier import EMBEDDED_MODEL, ImageLimits, ModelSpec, RuntimeName
+from backend.classifier import EMBEDDED_MODEL, ImageLimits, ModelSpec, Precision, RuntimeName
 from backend.server import ConnectionLimits
 from common.settings import CommaSeparated
 
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     runtime: RuntimeName = Field(
         "openvino",
         description="openvino (OpenVINO), onnx (ONNX Runtime, the same ONNX export) or torch (eager PyTorch)",
+    )
+    precision: Precision = Field(
+        "fp32", description="int8: the NNCF-quantized export, faster but not passing the accuracy gate (openvino only)"
     )
     model_cache_dir: Path = Field(default_factory=_default_cache_dir, description="where ONNX exports are kept")
     inference_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per CPU")
@@ -100,6 +103,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _precision_has_its_runtime(self) -> Settings:
+        if self.precision != "fp32" and self.runtime != "openvino":
+            raise ValueError(f"PRECISION={self.precision} runs on OpenVINO only: set RUNTIME=openvino")
+        return self
 
     @model_validator(mode="after")
     def _one_request_fits(self) -> Settings:

@@ -6,7 +6,8 @@ Used at container build time, so the image holds the ONNX model and a cold start
 
 With ``RUNTIME=openvino`` (the default) it also fills OpenVINO's compiled-model cache beside the export, for
 ``INFERENCE_THREADS`` threads: the server then loads the compiled model instead of compiling it, if it runs with
-as many threads on a CPU of the same name.
+as many threads on a CPU of the same name. ``--precision int8`` (``PRECISION=int8``) also writes the INT8
+model beside the export (NNCF, the model dependency group; ``backend/classifier/_quantize.py``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--runtime", default=settings.runtime, choices=["onnx", "openvino", "torch"], help="default: RUNTIME"
     )
+    parser.add_argument(
+        "--precision",
+        default=settings.precision,
+        choices=["fp32", "int8"],
+        help="default: PRECISION; int8 (with --runtime openvino) also quantizes the export, which needs NNCF",
+    )
     args = parser.parse_args(argv)
+    if args.precision != "fp32" and args.runtime != "openvino":
+        parser.error(f"--precision {args.precision} needs --runtime openvino")
     configure_logging(settings.log_level)
     spec = ModelSpec(args.model, args.weights, settings.model_checkpoint, settings.model_labels)
     classifier = load_classifier(
-        spec, runtime=args.runtime, cache_dir=settings.model_cache_dir, threads=settings.inference_threads
+        spec,
+        runtime=args.runtime,
+        cache_dir=settings.model_cache_dir,
+        threads=settings.inference_threads,
+        precision=args.precision,
     )
     classifier.warm_up()
     logger.info(

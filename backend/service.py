@@ -68,6 +68,7 @@ def default_factory(settings: Settings) -> Classifier:
         runtime=settings.runtime,
         cache_dir=settings.model_cache_dir,
         threads=settings.inference_threads,
+        precision=settings.precision,
     )
 
 

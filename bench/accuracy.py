@@ -1,11 +1,15 @@
 """The accuracy gate: does a runtime (or, later, a quantized model) answer as the FP32 model on ONNX Runtime does?
 
-``python -m bench.accuracy [--runtime openvino] [--runtime torch]`` classifies a few hundred varied real images
-with the reference (the FP32 ONNX export on ONNX Runtime) and with each candidate, and reports, per candidate:
+``python -m bench.accuracy [--runtime openvino] [--runtime torch] [--runtime openvino-int8]`` classifies a few
+hundred varied real images with the reference (the FP32 ONNX export on ONNX Runtime) and with each candidate
+(a runtime, or ``openvino-int8``: OpenVINO running the NNCF-quantized export, ``PRECISION=int8``), and reports,
+per candidate:
 
 - top-1 agreement: the share of images whose most likely class is the reference's;
 - top-5 overlap: the mean share of the reference's five most likely classes that are among the candidate's five;
-- the largest difference in any class's probability.
+- the largest difference in any class's probability;
+- top-1 agreement on the images the reference is confident about (its top-1 probability >= 0.5), where a
+  class flipped is a changed answer rather than a coin toss between near-equal classes.
 
 A candidate may become the default only if top-1 agreement >= 99% and top-5 overlap >= 95% (``GATE``).
 
@@ -14,7 +18,8 @@ The images: every sample photo that ships inside the packages the dev venv insta
 ``scipy.datasets`` are downloaded on first use, so none of them), each as it is and in a dozen variations
 (flip, rotation, crops, scales, brightness, contrast, saturation and hue changes, strong JPEG compression),
 seeded, so every run sees the same images. Every image goes through the service's own path: JPEG bytes,
-``Classifier.prepare`` (decode, resize, crop), then the model.
+``Classifier.prepare`` (decode, resize, crop), then the model. INT8 calibration (``backend/classifier/_quantize.py``)
+uses other crops of the scikit-image and scikit-learn photos, made with other seeds, and never the matplotlib ones.
 """
 
 from __future__ import annotations
@@ -33,13 +38,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from backend.classifier import Classifier, ImageLimits, ModelSpec, RuntimeName, load_classifier
+from backend.classifier import Classifier, ImageLimits, ModelSpec, Precision, RuntimeName, load_classifier
 from backend.config import Settings
 
 logger = logging.getLogger("bench.accuracy")
 
 GATE = {"top1": 0.99, "top5": 0.95}
 REFERENCE: RuntimeName = "onnx"
+CONFIDENT = 0.5  # the reference's top-1 probability from which an image counts as one it is confident about
+# candidate name -> (runtime, precision)
+CANDIDATES: dict[str, tuple[RuntimeName, Precision]] = {
+    "openvino": ("openvino", "fp32"),
+    "torch": ("torch", "fp32"),
+    "openvino-int8": ("openvino", "int8"),
+}
 
 
 def _package_dir(name: str) -> Path:
@@ -154,6 +166,8 @@ class Agreement:
     top5: float  # mean share of the reference's top-5 classes among the candidate's top-5
     max_abs_diff: float  # largest difference in any class's probability
     ms_per_image: float  # the candidate's model time, one image per call, one thread
+    confident_images: int  # images whose reference top-1 probability is >= CONFIDENT
+    confident_top1: float  # top-1 agreement on those
 
     @property
     def passed(self) -> bool:
@@ -166,7 +180,17 @@ def agreement(runtime: str, reference: np.ndarray, candidate: np.ndarray, ms_per
     cand5 = np.argsort(-candidate, axis=1, kind="stable")[:, :5]
     top1 = float(np.mean(ref5[:, 0] == cand5[:, 0]))
     top5 = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ref5, cand5, strict=True)]))
-    return Agreement(runtime, len(reference), top1, top5, float(np.max(np.abs(reference - candidate))), ms_per_image)
+    confident = reference.max(axis=1) >= CONFIDENT
+    return Agreement(
+        runtime,
+        len(reference),
+        top1,
+        top5,
+        float(np.max(np.abs(reference - candidate))),
+        ms_per_image,
+        int(confident.sum()),
+        float(np.mean(ref5[confident, 0] == cand5[confident, 0])) if confident.any() else float("nan"),
+    )
 
 
 def probabilities(classifier: Classifier, pixels: np.ndarray) -> tuple[np.ndarray, float]:
@@ -179,8 +203,8 @@ def probabilities(classifier: Classifier, pixels: np.ndarray) -> tuple[np.ndarra
     return np.concatenate(rows), 1000.0 * float(np.median(times))
 
 
-def measure(runtimes: list[RuntimeName], cache_dir: Path) -> tuple[list[str], list[Agreement]]:
-    """The corpus's names and, per candidate runtime, its agreement with the reference."""
+def measure(candidates: list[str], cache_dir: Path) -> tuple[list[str], list[Agreement]]:
+    """The corpus's names and, per candidate (a key of ``CANDIDATES``), its agreement with the reference."""
     reference = load_classifier(ModelSpec(), runtime=REFERENCE, cache_dir=cache_dir, threads=1)
     limits = ImageLimits()
     names, pixels = [], []
@@ -191,24 +215,25 @@ def measure(runtimes: list[RuntimeName], cache_dir: Path) -> tuple[list[str], li
     logger.info("%d images from %d photos", len(names), len(source_photos()))
     expected, reference_ms = probabilities(reference, batch)
     results = [agreement(REFERENCE, expected, expected, reference_ms)]
-    for runtime in runtimes:
-        candidate = load_classifier(ModelSpec(), runtime=runtime, cache_dir=cache_dir, threads=1)
+    for name in candidates:
+        runtime, precision = CANDIDATES[name]
+        candidate = load_classifier(ModelSpec(), runtime=runtime, cache_dir=cache_dir, threads=1, precision=precision)
         got, ms = probabilities(candidate, batch)
-        results.append(agreement(runtime, expected, got, ms))
+        results.append(agreement(name, expected, got, ms))
     return names, results
 
 
 def markdown(results: list[Agreement]) -> str:
     lines = [
         "| runtime | images | top-1 agreement | top-5 overlap | largest probability difference "
-        "| model ms per image (1 thread) | gate |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| top-1 agreement where the reference's top-1 >= {CONFIDENT} | model ms per image (1 thread) | gate |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         verdict = "reference" if r.runtime == REFERENCE else ("passed" if r.passed else "NOT passed")
         lines.append(
             f"| {r.runtime} | {r.images} | {100 * r.top1:.1f}% | {100 * r.top5:.1f}% | {r.max_abs_diff:.1e} "
-            f"| {r.ms_per_image:.2f} | {verdict} |"
+            f"| {100 * r.confident_top1:.1f}% of {r.confident_images} | {r.ms_per_image:.2f} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -219,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--runtime",
         action="append",
-        choices=["openvino", "torch"],
+        choices=list(CANDIDATES),
         help="a candidate to compare with ONNX Runtime (repeatable; default: openvino)",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: MODEL_CACHE_DIR's default)")

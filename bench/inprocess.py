@@ -22,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.classifier import Classifier, ImageLimits, ModelSpec, RuntimeName, default_threads, load_classifier
+from backend.classifier import (
+    Classifier,
+    ImageLimits,
+    ModelSpec,
+    Precision,
+    RuntimeName,
+    default_threads,
+    load_classifier,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +193,12 @@ def measure_runtime(
     model_seconds: float,
     pipeline_seconds: float,
     threads: int = 0,
+    precision: Precision = "fp32",
 ) -> RuntimeCeiling:
     """Every in-process number for one runtime. ``photos``: size label -> JPEG; ``vga`` names the 640x480 one."""
-    classifier = load_classifier(ModelSpec(), runtime=runtime, cache_dir=cache_dir, threads=threads)
+    classifier = load_classifier(
+        ModelSpec(), runtime=runtime, cache_dir=cache_dir, threads=threads, precision=precision
+    )
     parallel = classifier.runtime.parallel_calls
     jpeg = photos[vga]
     pixels = classifier.prepare(jpeg, LIMITS).pixels

@@ -25,7 +25,7 @@ from ._images import SUPPORTED_FORMATS, ImageLimits
 from ._model import EMBEDDED_MODEL, ModelInfo, ModelSpec
 from ._pool import DecoderBusy, DecoderClosed, DecoderPool, DecoderSettings
 from ._preprocess import Preprocessing
-from ._runtimes import RuntimeName, default_threads
+from ._runtimes import Precision, RuntimeName, default_threads
 
 __all__ = [
     "EMBEDDED_MODEL",
@@ -44,6 +44,7 @@ __all__ = [
     "ModelConfigError",
     "ModelInfo",
     "ModelSpec",
+    "Precision",
     "Prediction",
     "PreparedImage",
     "Preprocessing",

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._images import DecodedImage, ImageLimits, decode_image
 from ._model import ModelInfo, ModelSpec
-from ._runtimes import OnnxRuntime, OpenVinoRuntime, Runtime, RuntimeName, TorchRuntime
+from ._runtimes import OnnxRuntime, OpenVinoRuntime, Precision, Runtime, RuntimeName, TorchRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +85,17 @@ def load_classifier(
     runtime: RuntimeName = "openvino",
     cache_dir: Path,
     threads: int = 0,
+    precision: Precision = "fp32",
 ) -> Classifier:
-    """Build the classifier for ``spec`` on ``runtime``. ONNX exports are cached in ``cache_dir``."""
+    """Build the classifier for ``spec`` on ``runtime``. ONNX exports are cached in ``cache_dir``.
+
+    ``precision="int8"`` (OpenVINO only) runs the NNCF-quantized export, quantizing it first if the cache
+    lacks it and NNCF is installed (``_quantize.py``)."""
     started = time.perf_counter()
+    if precision != "fp32" and runtime != "openvino":
+        from ._errors import ModelConfigError
+
+        raise ModelConfigError(f"PRECISION={precision} runs on OpenVINO only: set RUNTIME=openvino (not {runtime}).")
     loaded: dict[str, bool] = {}
     if runtime in ("onnx", "openvino"):  # the same ONNX export, on either runtime
         from ._allocator import release_large_buffers_to_the_os
@@ -99,7 +107,11 @@ def load_classifier(
         if runtime == "onnx":
             fast: Runtime = OnnxRuntime(artifact, threads)
         else:
-            fast = openvino = OpenVinoRuntime(artifact, threads)
+            if precision == "int8":
+                from ._quantize import ensure_int8
+
+                ensure_int8(artifact, info.preprocessing)
+            fast = openvino = OpenVinoRuntime(artifact, threads, precision)
             loaded = {"loaded_from_cache": openvino.loaded_from_cache}
         classifier = Classifier(info, fast)
     elif runtime == "torch":
@@ -112,6 +124,12 @@ def load_classifier(
         raise ValueError(f"unknown runtime {runtime!r}")
     logger.info(
         "model loaded",
-        extra={"model": info.name, "runtime": runtime, "seconds": round(time.perf_counter() - started, 3), **loaded},
+        extra={
+            "model": info.name,
+            "runtime": runtime,
+            "precision": precision,
+            "seconds": round(time.perf_counter() - started, 3),
+            **loaded,
+        },
     )
     return classifier

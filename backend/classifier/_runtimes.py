@@ -16,10 +16,13 @@ import numpy as np
 
 from ._export import ONNX_FILE
 
+INT8_FILE: Final = "model-int8.xml"  # beside the export, made by ``_quantize.py`` (with model-int8.bin)
+
 if TYPE_CHECKING:
     import torch
 
 RuntimeName = Literal["onnx", "openvino", "torch"]
+Precision = Literal["fp32", "int8"]  # int8: OpenVINO only, the NNCF-quantized export (``_quantize.py``)
 
 OPENVINO_CACHE: Final = "openvino-cache"  # beside the export: OpenVINO's compiled model (CACHE_DIR)
 
@@ -108,11 +111,19 @@ class OpenVinoRuntime:
     cost over ONNX Runtime's. OpenVINO keys a blob by the model file's path and time, this configuration
     (streams, threads) and the CPU's name, and compiles afresh on any mismatch; the image build fills the cache
     (``python -m backend.prefetch``), and a read-only folder without a matching blob is only not written to.
+
+    OpenVINO's own throughput machinery was measured against this and not taken (BENCHMARKS.md, "Measurements
+    behind the code"): on 2 CPUs ``PERFORMANCE_HINT=THROUGHPUT`` resolves to this very configuration (2 streams,
+    2 threads in all); feeding its ``AsyncInferQueue`` one image per request, in place of our batcher's
+    threads, spent the same CPU per image (7.6-8.7 ms against 7.9-8.4 ms) with no throughput gained beyond the
+    noise of a shared machine; its automatic batching (``BATCH:CPU``) crashed in ``start_async``.
+
+    ``precision="int8"`` compiles the NNCF-quantized model beside the export instead (``_quantize.py``).
     """
 
     name: RuntimeName = "openvino"
 
-    def __init__(self, artifact: Path, threads: int = 0) -> None:
+    def __init__(self, artifact: Path, threads: int = 0, precision: Precision = "fp32") -> None:
         ov = _import_openvino()
         wanted = threads or default_threads()
         config: dict[str, Any] = {
@@ -127,7 +138,8 @@ class OpenVinoRuntime:
             config["CACHE_DIR"] = str(cache)
         # A path, not a read model: the cache is then looked up by the file's path and time, without
         # reading or hashing the model first.
-        self._compiled = ov.Core().compile_model(str(artifact / ONNX_FILE), "CPU", config)
+        model = artifact / (ONNX_FILE if precision == "fp32" else INT8_FILE)
+        self._compiled = ov.Core().compile_model(str(model), "CPU", config)
         self.loaded_from_cache = bool(self._compiled.get_property("LOADED_FROM_CACHE"))
         # The plugin runs at most one stream per core (3 asked for on 2 cores give 2): a further call would
         # only wait for a stream, so the batcher is told how many there are.

@@ -13,11 +13,15 @@ import pytest
 import torch
 import torch.hub
 import torchvision
+from pydantic import ValidationError
 from torchvision.models import ResNet18_Weights
 
-from backend.classifier import Classifier, ImageLimits, ModelConfigError, ModelSpec, load_classifier
+from backend.classifier import Classifier, ImageLimits, ModelConfigError, ModelSpec, Preprocessing, load_classifier
 from backend.classifier._export import artifact_dir
+from backend.classifier._quantize import ensure_int8
+from backend.classifier._runtimes import INT8_FILE
 from backend.classifier._sources import build_module
+from backend.config import Settings
 from tests.helpers import CAT, CAT_CLASSES, COFFEE, SKIMAGE_DATA, jpeg_bytes
 
 PHOTOS = [CAT.read_bytes(), COFFEE.read_bytes(), jpeg_bytes(CAT, size=(640, 480)), jpeg_bytes(COFFEE, (4032, 3024))]
@@ -204,3 +208,56 @@ def test_a_changed_checkpoint_is_exported_again(tmp_path: Path) -> None:
     first = artifact_dir(spec, tmp_path)
     (tmp_path / "labels.txt").write_text("a\nc\n")
     assert artifact_dir(spec, tmp_path) != first
+
+
+# --- INT8 (PRECISION=int8): the NNCF-quantized export on OpenVINO
+
+
+def test_int8_runs_on_openvino_only(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match="RUNTIME=openvino"):
+        load_classifier(ModelSpec(), runtime="onnx", cache_dir=tmp_path, precision="int8")
+    with pytest.raises(ValidationError, match="RUNTIME=openvino"):
+        Settings(_env_file=None, runtime="onnx", precision="int8")
+    assert not list(tmp_path.iterdir())  # refused before exporting anything
+
+
+def test_without_nncf_a_missing_int8_model_says_how_to_make_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as in the serving image, which never installs NNCF
+    with pytest.raises(ModelConfigError, match=r"prefetch --precision int8") as caught:
+        ensure_int8(tmp_path, Preprocessing())
+    assert "NNCF" in str(caught.value)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # quantizes the embedded model (300 calibration images)
+def test_int8_quantizes_the_export_once_and_runs_it(model_cache: Path, openvino_classifier: Classifier) -> None:
+    int8 = load_classifier(ModelSpec(), runtime="openvino", cache_dir=model_cache, threads=1, precision="int8")
+    made = artifact_dir(ModelSpec(), model_cache) / INT8_FILE
+    assert made.is_file()
+    assert made.with_suffix(".bin").is_file()
+    cat, coffee = int8.classify([CAT.read_bytes(), COFFEE.read_bytes()], top_k=5)
+    assert cat[0].label in CAT_CLASSES
+    assert coffee[0].label == "espresso"
+    # the quantized model, not the FP32 one: close, but not the same numbers
+    pixels = np.stack([int8.prepare(photo, ImageLimits()).pixels for photo in PHOTOS])
+    fp32 = openvino_classifier.probabilities(pixels)
+    quantized = int8.probabilities(pixels)
+    assert np.abs(quantized - fp32).max() > 1e-4
+    np.testing.assert_allclose(quantized.sum(axis=1), 1.0, atol=1e-4)
+    again = made.stat().st_mtime_ns
+    load_classifier(ModelSpec(), runtime="openvino", cache_dir=model_cache, threads=1, precision="int8")
+    assert made.stat().st_mtime_ns == again  # made once
+
+
+@pytest.mark.slow  # checkpoint export and quantization
+def test_int8_quantizes_a_fine_tuned_checkpoint_with_its_own_classes(tmp_path: Path) -> None:
+    spec = _fine_tuned_resnet18(tmp_path, ["healthy leaf", "rust", "blight"])
+    fp32 = load_classifier(spec, runtime="openvino", cache_dir=tmp_path / "cache", threads=1)
+    int8 = load_classifier(spec, runtime="openvino", cache_dir=tmp_path / "cache", threads=1, precision="int8")
+    assert (artifact_dir(spec, tmp_path / "cache") / INT8_FILE).is_file()
+    assert int8.info.labels == ("healthy leaf", "rust", "blight")
+    pixels = np.stack([int8.prepare(photo, ImageLimits()).pixels for photo in PHOTOS])
+    quantized, reference = int8.probabilities(pixels), fp32.probabilities(pixels)
+    assert quantized.shape == (len(PHOTOS), 3)
+    np.testing.assert_allclose(quantized, reference, atol=0.05)  # calibrated through resnet18's own preprocessing
+    assert not np.array_equal(quantized, reference)
