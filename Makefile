@@ -16,7 +16,7 @@ UV ?= $(BIN)/uv
 # Where `make requirements` writes the requirements_*.txt files (the test regenerates them elsewhere).
 REQUIREMENTS_DIR ?= .
 
-.PHONY: run backend frontend cloud-run-local test clients check lint fmt typecheck bench mutate prefetch clean venv lock requirements
+.PHONY: run backend frontend cloud-run-local test clients check lint fmt typecheck bench bench-peers mutate prefetch clean venv lock requirements
 
 # uv, bootstrapped into the venv with pip when missing (a fresh machine has only Python and make).
 $(BIN)/uv:
@@ -107,6 +107,11 @@ check: lint typecheck
 
 bench: venv
 	$(BIN)/python -m bench
+
+# This server beside BentoML, LitServe, TorchServe (needs Java) and PyTriton, each installed into .venv-peers/
+# (docs/benchmark.md, Peers): about 10 minutes; writes the Peers section of BENCHMARKS.md.
+bench-peers: venv
+	$(BIN)/python -m bench --peers
 
 # Mutation testing of the core modules (docs/testing.md): an hour or more on 2 CPUs, so not part of `make test`.
 # One module: make mutate MUTANTS='backend.uploads.*'; survivors: .venv/bin/mutmut show <name>.

@@ -180,7 +180,8 @@ class Ours(Contender):
     def configuration(self) -> str:
         fields = Settings.model_fields
         return (
-            f"`python -m backend` ({self.config.title}): uvicorn, one process; decoding in worker processes, "
+            f"`python -m backend` with {' '.join(f'`{k}={v}`' for k, v in self.config.env.items()) or 'no setting'}"
+            ": uvicorn, one process; decoding in worker processes, "
             "the batcher running one single-threaded pass per CPU side by side, "
             f"`MAX_BATCH_SIZE={fields['max_batch_size'].default}`, "
             f"`MAX_BATCH_DELAY_MS={fields['max_batch_delay_ms'].default:g}`; `ACCESS_LOG=false`"

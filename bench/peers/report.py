@@ -31,6 +31,7 @@ class Row:
     pss_bytes: float
     rss_bytes: float
     is_ours: bool
+    many_by_round: tuple[float, ...]  # images/s at the most clients, round by round
 
 
 def _median(values: list[float]) -> float:
@@ -63,6 +64,7 @@ def rows(results: PeerResults) -> list[Row]:
                     _median([float(s.pss_bytes) for s in starts]),
                     _median([float(s.rss_bytes) for s in starts]),
                     info.is_ours,
+                    tuple(r.per_second for r in many),
                 )
             )
     return found
@@ -197,7 +199,9 @@ def section(results: PeerResults) -> str:
             _num(r.one.per_second),
             _num(r.one.p50_ms, 2),
             f"**{r.many.per_second:,.1f}**",
+            " / ".join(f"{x:.0f}" for x in r.many_by_round),
             _num(r.many.p99_ms, 1),
+            f"{r.many.server_cores:.2f}",
             _num(r.many.per_cpu_second),
             f"{r.ready_s:.2f} / {r.first_answer_s:.2f}",
             f"{r.pss_bytes / MiB:,.0f} / {r.rss_bytes / MiB:,.0f}",
@@ -213,7 +217,9 @@ def section(results: PeerResults) -> str:
                 "1 client images/s",
                 "1 client p50 ms",
                 "16 clients images/s",
+                "round by round",
                 "16 clients p99 ms",
+                "server CPUs (16 clients)",
                 "images per CPU-second (16 clients)",
                 "cold start s: ready / first answer",
                 "memory MiB: PSS / RSS summed",
