@@ -6,13 +6,18 @@ connection that never sent a request (its keep-alive timer starts after the firs
 sockets exhausted 1,024 descriptors and every new request failed without a log line), drains the unread
 body after an early response without bound, and answers its own concurrency limit in plain text.
 
-The alternatives, measured with this app (``docs/reliability.md``, "The HTTP server", has the figures):
-the same images/s at 1 and 16 clients for uvicorn with h11, with httptools, with httptools and this
-module, and granian (the model is the work). uvicorn's h11 answers oversized headers 400, not 431, and has no header
-timeout either; granian 2.8 answers 431 (empty body, after reading 434 kB of a 1 MB header) and has a header
-timeout (30 s by default), but kept silent and slowloris connections open, has no connection limit, and
-would replace the process model, signals and logging this service is tested with. So this module keeps
-uvicorn and adds, in ~200 lines on its protocol class:
+The alternatives, measured with this app (``docs/reliability.md``, "The HTTP server", and ``docs/profile.md``,
+"The HTTP server", have the figures): at 16 clients granian 2.8.9 was 1.22x ahead of ``python -m backend`` in
+images/s on a loaded machine, but so was uvicorn's own CLI with the same httptools (1.10-1.25x), and this module's
+protocol against uvicorn's plain one 1.07x: the server is not where the time goes. uvicorn's h11 answers
+oversized headers 400, not 431, and has no header timeout either. granian 2.8.9
+(``--http1-header-read-timeout``, ``--http1-buffer-size``, ``--backpressure``) closes silent and slow-header
+connections at its header timeout, but with no answer (no 408), its idle keep-alive timeout is that same header
+timeout, its 431 has an empty body, and it has no connection limit: ``--backpressure`` counts connections being
+served without evicting idle ones, so 300 silent sockets held a real request for 7 s and 45 stalled uploads held
+the 46th for 2.5 s where this module answers at once (6 of the 10 tests of ``tests/reliability/test_connections.py``
+fail under it). It would also replace the process model, signals and logging this service is tested with.
+So this module keeps uvicorn and adds, in ~200 lines on its protocol class:
 
 - ``max_header_bytes``: request line + headers above it get **431** (JSON) before httptools sees more;
 - ``header_timeout_s``: from a request's first byte to the end of its headers, else **408**;
