@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     model_weights: str = Field("DEFAULT", description="member of the torchvision weights enum")
     model_checkpoint: Path | None = Field(None, description="fine-tuned state dict for MODEL_NAME's architecture")
     model_labels: Path | None = Field(None, description="class names of the checkpoint, one per line")
+    model_dir: Path | None = Field(
+        None,
+        description="serve the exported bundle in this folder (python -m backend.prefetch --export-to) instead of "
+        "MODEL_NAME / MODEL_CHECKPOINT: no torch, no image rebuild (on Cloud Run, a Cloud Storage mount)",
+    )
     runtime: RuntimeName = Field(
         "openvino",
         description="openvino (OpenVINO), onnx (ONNX Runtime, the same ONNX export) or torch (eager PyTorch)",
@@ -99,7 +104,7 @@ class Settings(BaseSettings):
         default_factory=list, description="with AUTH_AUDIENCE: only these verified token emails may call"
     )
 
-    @field_validator("auth_audience", mode="before")
+    @field_validator("auth_audience", "model_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -108,6 +113,15 @@ class Settings(BaseSettings):
     def _precision_has_its_runtime(self) -> Settings:
         if self.precision != "fp32" and self.runtime != "openvino":
             raise ValueError(f"PRECISION={self.precision} runs on OpenVINO only: set RUNTIME=openvino")
+        return self
+
+    @model_validator(mode="after")
+    def _bundle_has_its_runtime(self) -> Settings:
+        if self.model_dir is not None and self.runtime == "torch":
+            raise ValueError("MODEL_DIR serves an exported bundle: set RUNTIME=openvino or onnx (not torch)")
+        if self.model_dir is not None and self.precision != "fp32":
+            # The INT8 model would be made beside the bundle, with NNCF, which the serving image lacks.
+            raise ValueError("MODEL_DIR serves the bundle's FP32 model: unset PRECISION (or set it to fp32)")
         return self
 
     @model_validator(mode="after")

@@ -8,14 +8,23 @@ With ``RUNTIME=openvino`` (the default) it also fills OpenVINO's compiled-model 
 ``INFERENCE_THREADS`` threads: the server then loads the compiled model instead of compiling it, if it runs with
 as many threads on a CPU of the same name. ``--precision int8`` (``PRECISION=int8``) also writes the INT8
 model beside the export (NNCF, the model dependency group; ``backend/classifier/_quantize.py``).
+
+``--export-to DIR`` writes the configured model (``MODEL_NAME``, ``MODEL_CHECKPOINT``, ``MODEL_LABELS``) as a
+bundle into DIR instead, a new folder: ``model.onnx``, ``model.json`` and ``bundle.json`` (each file's SHA-256
+and the model's version, a hash of both). Copy DIR to a bucket and serve it with ``MODEL_DIR`` (README, "Ship a
+new model version")::
+
+    MODEL_NAME=resnet18 MODEL_CHECKPOINT=leaves.pt MODEL_LABELS=leaves.txt \
+        python -m backend.prefetch --export-to bundles/leaves/v3
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
-from backend.classifier import ModelSpec, load_classifier
+from backend.classifier import ModelConfigError, ModelSpec, export_bundle, load_classifier
 from backend.config import get_settings
 from backend.logs import configure_logging
 
@@ -36,11 +45,26 @@ def main(argv: list[str] | None = None) -> None:
         choices=["fp32", "int8"],
         help="default: PRECISION; int8 (with --runtime openvino) also quantizes the export, which needs NNCF",
     )
+    parser.add_argument(
+        "--export-to",
+        type=Path,
+        metavar="DIR",
+        help="write the model as a bundle into DIR (a new folder) to serve with MODEL_DIR, and nothing else",
+    )
     args = parser.parse_args(argv)
     if args.precision != "fp32" and args.runtime != "openvino":
         parser.error(f"--precision {args.precision} needs --runtime openvino")
     configure_logging(settings.log_level)
     spec = ModelSpec(args.model, args.weights, settings.model_checkpoint, settings.model_labels)
+    if args.export_to is not None:
+        if args.precision != "fp32":
+            parser.error("--export-to writes an FP32 bundle: MODEL_DIR serves FP32 models only (--precision fp32)")
+        try:
+            version = export_bundle(spec, args.export_to)
+        except ModelConfigError as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc.message}\n")
+        logger.info("exported a bundle", extra={"model": spec.name, "version": version, "bundle": str(args.export_to)})
+        return
     classifier = load_classifier(
         spec,
         runtime=args.runtime,

@@ -5,6 +5,7 @@ Public surface::
     from backend.classifier import ModelSpec, load_classifier, ImageLimits
     clf = load_classifier(ModelSpec(), runtime="openvino", cache_dir=Path("~/.cache/x").expanduser())
     clf.classify([open("cat.jpg", "rb").read()], top_k=3)
+    clf.version  # the content hash of the exported model (a bundle: ``export_bundle``, ``model_dir=``)
 
 torch is only imported to build or export a model, never to serve an exported one. A server decodes
 untrusted images with ``DecoderPool`` (worker processes, each image within a CPU and memory budget).
@@ -21,6 +22,7 @@ from ._errors import (
     ModelConfigError,
     UnsupportedImage,
 )
+from ._export import BundleError, export_bundle, read_bundle
 from ._images import SUPPORTED_FORMATS, ImageLimits
 from ._model import EMBEDDED_MODEL, ModelInfo, ModelSpec
 from ._pool import DecoderBusy, DecoderClosed, DecoderPool, DecoderSettings
@@ -30,6 +32,7 @@ from ._runtimes import Precision, RuntimeName, default_threads
 __all__ = [
     "EMBEDDED_MODEL",
     "SUPPORTED_FORMATS",
+    "BundleError",
     "Classifier",
     "ClassifierError",
     "DecodeTimeout",
@@ -51,6 +54,8 @@ __all__ = [
     "RuntimeName",
     "UnsupportedImage",
     "default_threads",
+    "export_bundle",
     "load_classifier",
+    "read_bundle",
     "return_free_memory",
 ]

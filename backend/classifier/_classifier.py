@@ -34,9 +34,12 @@ class PreparedImage:
 
 
 class Classifier:
-    def __init__(self, info: ModelInfo, runtime: Runtime) -> None:
+    def __init__(self, info: ModelInfo, runtime: Runtime, version: str = "") -> None:
         self.info = info
         self.runtime = runtime
+        # The bundle's content hash (``_export.py``): what /model, /metrics, each answer and the batch job's
+        # shards report as the model's version. Empty for a classifier built by hand (tests).
+        self.version = version
         self._labels = info.labels
 
     @property
@@ -86,46 +89,54 @@ def load_classifier(
     cache_dir: Path,
     threads: int = 0,
     precision: Precision = "fp32",
+    model_dir: Path | None = None,
 ) -> Classifier:
     """Build the classifier for ``spec`` on ``runtime``. ONNX exports are cached in ``cache_dir``.
 
+    ``model_dir``: serve the bundle in that folder instead (``python -m backend.prefetch --export-to``; on
+    Cloud Run a Cloud Storage mount), checked file by file against its ``bundle.json`` first; ``spec`` and
+    ``cache_dir`` are then not used, and neither is torch. A bundle that cannot be served raises
+    ``BundleError`` (a ``ModelConfigError``) naming the file and what to do.
+
     ``precision="int8"`` (OpenVINO only) runs the NNCF-quantized export, quantizing it first if the cache
     lacks it and NNCF is installed (``_quantize.py``)."""
+    from ._errors import ModelConfigError
+    from ._export import INFO_FILE, BundleError, ensure_onnx, read_bundle, recorded_version
+
     started = time.perf_counter()
     if precision != "fp32" and runtime != "openvino":
-        from ._errors import ModelConfigError
-
         raise ModelConfigError(f"PRECISION={precision} runs on OpenVINO only: set RUNTIME=openvino (not {runtime}).")
+    if model_dir is not None and runtime not in ("onnx", "openvino"):
+        raise ModelConfigError(
+            f"MODEL_DIR serves an exported bundle with RUNTIME=openvino or onnx; RUNTIME={runtime} needs the "
+            "PyTorch model (MODEL_NAME, MODEL_CHECKPOINT): unset MODEL_DIR or change RUNTIME."
+        )
     loaded: dict[str, bool] = {}
-    if runtime in ("onnx", "openvino"):  # the same ONNX export, on either runtime
-        from ._allocator import release_large_buffers_to_the_os
-        from ._export import INFO_FILE, ensure_onnx
-
-        release_large_buffers_to_the_os()
-        artifact = ensure_onnx(spec, cache_dir)
-        info = ModelInfo.from_json((artifact / INFO_FILE).read_text(encoding="utf-8"))
-        if runtime == "onnx":
-            fast: Runtime = OnnxRuntime(artifact, threads)
+    try:
+        if model_dir is not None:
+            # Copied from elsewhere, maybe half-way: every file is checked (~20 ms for a 19 MB model here).
+            artifact = model_dir
+            info, version = read_bundle(model_dir)
         else:
-            if precision == "int8":
-                from ._quantize import ensure_int8
-
-                ensure_int8(artifact, info.preprocessing)
-            fast = openvino = OpenVinoRuntime(artifact, threads, precision)
-            loaded = {"loaded_from_cache": openvino.loaded_from_cache}
-        classifier = Classifier(info, fast)
-    elif runtime == "torch":
-        from ._export import deployable
-        from ._sources import build_module
-
-        module, info = build_module(spec)
-        classifier = Classifier(info, TorchRuntime(deployable(module, info), threads))
-    else:
-        raise ValueError(f"unknown runtime {runtime!r}")
+            # Our own export, written whole and renamed into place: its recorded version is trusted.
+            artifact = ensure_onnx(spec, cache_dir)
+            info = ModelInfo.from_json((artifact / INFO_FILE).read_text(encoding="utf-8"))
+            version = recorded_version(artifact)
+        fast = _runtime(
+            runtime, artifact, info, spec, threads=threads, precision=precision, bundle=model_dir is not None
+        )
+        if isinstance(fast, OpenVinoRuntime):
+            loaded = {"loaded_from_cache": fast.loaded_from_cache}
+        classifier = Classifier(info, fast, version)
+        _check_outputs(classifier, artifact, bundle=model_dir is not None)
+    except BundleError as exc:
+        logger.error("the model bundle cannot be served", extra={"model_dir": str(exc.path), "reason": exc.message})
+        raise
     logger.info(
         "model loaded",
         extra={
             "model": info.name,
+            "version": version,
             "runtime": runtime,
             "precision": precision,
             "seconds": round(time.perf_counter() - started, 3),
@@ -133,3 +144,76 @@ def load_classifier(
         },
     )
     return classifier
+
+
+def _runtime(
+    runtime: RuntimeName,
+    artifact: Path,
+    info: ModelInfo,
+    spec: ModelSpec,
+    *,
+    threads: int,
+    precision: Precision,
+    bundle: bool,
+) -> Runtime:
+    from ._export import ONNX_FILE, BundleError
+
+    if runtime == "torch":
+        from ._export import deployable
+        from ._sources import build_module
+
+        module, built = build_module(spec)
+        return TorchRuntime(deployable(module, built), threads)
+    if runtime not in ("onnx", "openvino"):
+        raise ValueError(f"unknown runtime {runtime!r}")
+    from ._allocator import release_large_buffers_to_the_os
+
+    release_large_buffers_to_the_os()
+    if runtime == "openvino" and precision == "int8":
+        from ._quantize import ensure_int8
+
+        ensure_int8(artifact, info.preprocessing)
+    try:
+        if runtime == "onnx":
+            return OnnxRuntime(artifact, threads)
+        return OpenVinoRuntime(artifact, threads, precision)
+    except Exception as exc:  # each runtime raises its own types for a file it cannot read
+        if not bundle:
+            raise
+        # The runtime's own words, without the path (the message is shown on /ready; the log has the path).
+        text = str(exc).replace(str(artifact), "MODEL_DIR").strip()
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise BundleError(
+            f"{ONNX_FILE} in MODEL_DIR cannot be loaded by {runtime} ({type(exc).__name__}: {reason}). Export the "
+            "bundle again (`python -m backend.prefetch --export-to DIR`) with this version of the code.",
+            artifact,
+        ) from None
+
+
+def _check_outputs(classifier: Classifier, artifact: Path, *, bundle: bool) -> None:
+    """One blank image through the model (the first pass of the warm-up): one probability per label, or a
+    ``BundleError`` (a ``ModelConfigError`` for the cache's own exports, which ``ensure_onnx`` wrote)."""
+    from ._errors import ModelConfigError
+    from ._export import INFO_FILE, ONNX_FILE, BundleError
+
+    try:
+        shape = classifier.probabilities(np.zeros((1, *classifier.input_shape), dtype=np.uint8)).shape
+    except Exception as exc:  # each runtime raises its own types
+        if not bundle:
+            raise
+        raise BundleError(
+            f"{ONNX_FILE} in MODEL_DIR does not run on {classifier.input_shape} uint8 images as {INFO_FILE}'s "
+            f"preprocessing makes them ({type(exc).__name__}). Export the bundle again with "
+            "`python -m backend.prefetch --export-to DIR`.",
+            artifact,
+        ) from None
+    classes = classifier.info.num_classes
+    if shape != (1, classes):
+        message = (
+            f"{ONNX_FILE} answers {shape[-1] if shape else '?'} probabilities per image, but {INFO_FILE} names "
+            f"{classes} labels: they are of different models. Export the bundle again from one checkpoint and its "
+            "labels file (`python -m backend.prefetch --export-to DIR`)."
+        )
+        if bundle:
+            raise BundleError(message.replace(ONNX_FILE, f"{ONNX_FILE} in MODEL_DIR", 1), artifact)
+        raise ModelConfigError(message)
