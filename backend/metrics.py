@@ -49,7 +49,9 @@ class Metrics:
         self.inference_latency = Histogram(
             "inference_duration_seconds", "Time of one forward pass", buckets=_INFERENCE_BUCKETS, registry=r
         )
-        self.model_info = Info("model", "The model being served", registry=r)
+        self.model_info = Info(
+            "model", "The model being served: name, version (its bundle's content hash), runtime", registry=r
+        )
         self.ready = Gauge("model_ready", "1 when the model is loaded and warmed up", registry=r)
         # The budgets against hostile input (set when /metrics is read, from the service and the server).
         self.decodes_in_progress = Gauge("image_decodes_in_progress", "Images being decoded now", registry=r)

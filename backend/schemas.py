@@ -23,6 +23,10 @@ class ImagePrediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str = Field(description="name of the model that answered", examples=["efficientnet_lite0"])
+    model_version: str = Field(
+        description="the model's version: a content hash of its exported bundle (as /model and /metrics say)",
+        examples=["3f9a1c0d5e7b2a64"],
+    )
     top_k: int
     results: list[ImagePrediction] = Field(description="one entry per image, in the order sent")
     elapsed_ms: float = Field(description="server time for the whole request")
@@ -63,6 +67,10 @@ class ProtocolRoutes(BaseModel):
 
 class ModelResponse(BaseModel):
     name: str = Field(examples=["efficientnet_lite0"])
+    version: str = Field(
+        description="a content hash of the exported bundle (model.onnx and model.json): another model, another version",
+        examples=["3f9a1c0d5e7b2a64"],
+    )
     weights: str
     source: Literal["embedded", "torchvision", "checkpoint"]
     runtime: Literal["onnx", "openvino", "torch"]

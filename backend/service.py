@@ -13,6 +13,7 @@ import numpy as np
 
 from backend.batching import Batcher, BatchStats, QueueFull
 from backend.classifier import (
+    BundleError,
     Classifier,
     DecoderPool,
     DecoderSettings,
@@ -69,6 +70,7 @@ def default_factory(settings: Settings) -> Classifier:
         cache_dir=settings.model_cache_dir,
         threads=settings.inference_threads,
         precision=settings.precision,
+        model_dir=settings.model_dir,
     )
 
 
@@ -114,8 +116,13 @@ class ModelService:
             if not isinstance(exc, Exception):
                 raise
             self.state = "failed"
-            # /ready is open to everyone: it says what failed, the log says where.
-            self.error = f"{type(exc).__name__}; the server's log has the details"
+            # /ready is open to everyone: it says what failed, the log says where. A bundle's message names
+            # the file within MODEL_DIR and what to do, and no path.
+            self.error = (
+                exc.message
+                if isinstance(exc, BundleError)
+                else f"{type(exc).__name__}; the server's log has the details"
+            )
             logger.exception("model failed to load")
             return
         self.classifier = classifier
@@ -133,12 +140,21 @@ class ModelService:
         self.load_seconds = time.perf_counter() - started
         info = classifier.info
         self.metrics.model_info.info(
-            {"name": info.name, "weights": info.weights, "source": info.source, "runtime": classifier.runtime.name}
+            {
+                "name": info.name,
+                "version": classifier.version,
+                "weights": info.weights,
+                "source": info.source,
+                "runtime": classifier.runtime.name,
+            }
         )
         if self.state == "loading":
             self.state = "ready"
             self.metrics.ready.set(1)
-        logger.info("model ready", extra={"model": info.name, "seconds": round(self.load_seconds, 3)})
+        logger.info(
+            "model ready",
+            extra={"model": info.name, "version": classifier.version, "seconds": round(self.load_seconds, 3)},
+        )
 
     def _decoder_settings(self, classifier: Classifier) -> DecoderSettings:
         settings = self.settings

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import logging
 import os
 import stat
@@ -83,22 +82,10 @@ class Summary:
         return asdict(self)
 
 
-def model_version(classifier: Classifier, settings: Settings) -> str:
-    """A short content hash of the model that ran: its ONNX export (what ONNX Runtime and OpenVINO run) or,
-    for eager PyTorch, its checkpoint, with the labels and preprocessing either way."""
-    from backend.classifier._export import ONNX_FILE, artifact_dir
-
-    digest = hashlib.sha256(classifier.info.to_json().encode())
-    files: list[Path] = []
-    if settings.runtime != "torch":
-        files.append(artifact_dir(settings.model_spec, settings.model_cache_dir) / ONNX_FILE)
-    elif settings.model_checkpoint is not None:
-        files.append(settings.model_checkpoint)
-    for path in files:
-        with path.open("rb") as data:
-            for chunk in iter(lambda: data.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+def model_version(classifier: Classifier) -> str:
+    """The version of the model that ran: its bundle's content hash (``model.onnx`` and ``model.json``, so
+    labels and preprocessing too), the one the service reports (``backend/classifier/_export.py``)."""
+    return classifier.version
 
 
 class _BytesInFlight:
@@ -251,9 +238,10 @@ class Task:
                 runtime=settings.runtime,
                 cache_dir=settings.model_cache_dir,
                 threads=settings.inference_threads,
+                model_dir=settings.model_dir,
             )
         summary.model = classifier.info.name
-        summary.model_version = await asyncio.to_thread(model_version, classifier, settings)
+        summary.model_version = model_version(classifier)
         store = ShardStore(
             self.output,
             index=summary.task_index,

@@ -59,6 +59,7 @@ async def model(service: ServiceDep, settings: SettingsDep) -> ModelResponse:
     p = info.preprocessing
     return ModelResponse(
         name=info.name,
+        version=classifier.version,
         weights=info.weights,
         source=info.source,
         runtime=classifier.runtime.name,

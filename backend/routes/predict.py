@@ -92,6 +92,7 @@ async def predict(
     # answer, and FastAPI then validated the model again before serializing it (docs/profile.md: the figures).
     answer = {
         "model": classifier.info.name,
+        "model_version": classifier.version,
         "top_k": len(results[0].predictions),  # k, or the number of classes if fewer
         "results": [
             {
