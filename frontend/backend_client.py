@@ -128,6 +128,7 @@ class Classification:
     model: str
     backend_ms: float  # the backend's own elapsed_ms
     round_trip_ms: float  # measured here: network, queueing and the backend together
+    model_version: str = ""  # the content hash of the model that answered ("" from a backend that does not say)
 
 
 @dataclass(frozen=True)
@@ -528,6 +529,7 @@ def _parse_prediction(body: Mapping[str, Any], round_trip_ms: float, top_k: int)
         model=_short(str(body.get("model", "")), 200),
         backend_ms=float(body["elapsed_ms"]),
         round_trip_ms=round_trip_ms,
+        model_version=_short(str(body.get("model_version") or ""), 64),
     )
 
 

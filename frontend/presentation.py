@@ -31,9 +31,11 @@ def top1_sentence(result: Classification) -> str:
 
 
 def timing_caption(result: Classification) -> str:
+    """Size, format, times, and which model answered: its name and version (as the backend said them, escaped)."""
+    version = f" version {escape_markdown(result.model_version)}" if result.model_version else ""
     return (
         f"{result.width} x {result.height} {escape_markdown(result.format)} · backend {result.backend_ms:.0f} ms · "
-        f"round trip {result.round_trip_ms:.0f} ms · {escape_markdown(result.model)}"
+        f"round trip {result.round_trip_ms:.0f} ms · {escape_markdown(result.model)}{version}"
     )
 
 

@@ -132,6 +132,8 @@ def test_sample_photos_show_classes_probabilities_and_timing(page: AppTest, live
     timings = [c for c in texts(page.caption) if "backend" in c and "round trip" in c]
     assert len(timings) == 2
     assert all("ms" in t and "efficientnet_lite0" in t for t in timings)
+    # which model version answered each image: the backend's content hash of its export
+    assert all(re.search(r"efficientnet_lite0 version [0-9a-f]{16}$", t) for t in timings), timings
     assert len(page.get("image")) == 2
     assert not page.main.error
 

@@ -18,7 +18,16 @@ from frontend.backend_client import Backend, BackendError, Classification, Image
 from frontend.config import FrontendSettings
 from frontend.logs import configure_logging
 from tests.helpers import free_port
-from tests.helpers.fakes import MODEL_INFO, BackendBehaviour, FakeServer, Reply, fake_backend, prediction, running
+from tests.helpers.fakes import (
+    FAKE_VERSION,
+    MODEL_INFO,
+    BackendBehaviour,
+    FakeServer,
+    Reply,
+    fake_backend,
+    prediction,
+    running,
+)
 
 IMAGE = ImageInput("cat.jpg", b"\xff\xd8\xff fake jpeg", "image/jpeg")
 
@@ -42,6 +51,7 @@ def test_a_prediction_is_parsed(backend: FakeServer) -> None:
     assert result.predictions[0].probability == pytest.approx(0.62)
     assert (result.width, result.height, result.format, result.model) == (451, 300, "JPEG", "efficientnet_lite0")
     assert result.backend_ms == pytest.approx(12.5)
+    assert result.model_version == FAKE_VERSION
     assert result.round_trip_ms > 0
     sent = backend.requests[-1]
     assert sent.path == "/predict?top_k=4"

@@ -35,7 +35,7 @@ HOSTILE = hostile_texts(PIXEL)
 PLAIN = frozenset({"paragraph", "inline", "text"})  # a paragraph of plain text, nothing else
 
 
-def result(*predictions: tuple[str, float]) -> Classification:
+def result(*predictions: tuple[str, float], version: str = "") -> Classification:
     return Classification(
         filename="cat.jpg",
         format="JPEG",
@@ -45,6 +45,7 @@ def result(*predictions: tuple[str, float]) -> Classification:
         model="efficientnet_lite0",
         backend_ms=31.4,
         round_trip_ms=48.9,
+        model_version=version,
     )
 
 
@@ -61,6 +62,10 @@ def test_top1_and_timing_sentences() -> None:
     assert top1_sentence(cat) == "Most likely: tabby (62%)"
     assert rendered(timing_caption(cat)).text == (
         "451 x 300 JPEG · backend 31 ms · round trip 49 ms · efficientnet_lite0"
+    )
+    versioned = result(("tabby", 0.62), version="3f9a1c0d5e7b2a64")
+    assert rendered(timing_caption(versioned)).text == (
+        "451 x 300 JPEG · backend 31 ms · round trip 49 ms · efficientnet_lite0 version 3f9a1c0d5e7b2a64"
     )
     assert top1_sentence(result()) == "The backend returned no classes."
 
@@ -193,6 +198,9 @@ def test_escaped_text_stays_literal_inside_the_pages_sentences(text: str) -> Non
     cases = {
         top1_sentence(label): f"Most likely: {as_shown(text)} (62%)",
         timing_caption(label): "451 x 300 JPEG · backend 31 ms · round trip 49 ms · efficientnet_lite0",
+        timing_caption(result(("tabby", 0.62), version=text)): (
+            f"451 x 300 JPEG · backend 31 ms · round trip 49 ms · efficientnet_lite0 version {as_shown(text)}"
+        ),
         model_text(model): f"Model {as_shown(text)}\n{as_shown(text)} · {as_shown(text)} · 1000 classes",
         error_text(error): f"{as_shown(text)} {as_shown(text)}",
         image_error_text(text, error): f"{as_shown(text)}: {as_shown(text)}",

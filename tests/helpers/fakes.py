@@ -186,12 +186,16 @@ MODEL_INFO = {
 }
 
 
+FAKE_VERSION = "0123456789abcdef"  # a /predict answer's model_version (a content hash of the model's export)
+
+
 def prediction(filename: str, top_k: int = 3, label: str = "tabby") -> dict[str, Any]:
     """A /predict answer in the backend's documented shape."""
     labels = [label, "tiger cat", "Egyptian cat", "lynx", "tiger"][:top_k]
     probabilities = [0.62, 0.2, 0.1, 0.05, 0.03][:top_k]
     return {
         "model": "efficientnet_lite0",
+        "model_version": FAKE_VERSION,
         "top_k": top_k,
         "results": [
             {
