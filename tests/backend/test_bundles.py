@@ -40,13 +40,11 @@ def sha256sum_version(folder: Path) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def fake_checkpoint(folder: Path) -> tuple[Path, Path]:
     """A fake fine-tuned 3-class checkpoint (random weights, a bias that ranks the classes) and its labels file."""
     import torch
     import torchvision
 
-    folder = tmp_path_factory.mktemp("checkpoint")
     torch.manual_seed(0)
     model = torchvision.models.get_model(ARCHITECTURE, weights=None, num_classes=len(LABELS))
     state = model.state_dict()
@@ -55,6 +53,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     torch.save(state, folder / "leaves.pt")
     (folder / "leaves.txt").write_text("\n".join(LABELS) + "\n")
     return folder / "leaves.pt", folder / "leaves.txt"
+
+
+def fake_bundle(folder: Path, work: Path) -> str:
+    """Export the fake checkpoint (made in ``work``) as a bundle into ``folder``; its version."""
+    weights, labels = fake_checkpoint(work)
+    return export_bundle(ModelSpec(ARCHITECTURE, checkpoint=weights, labels=labels), folder)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return fake_checkpoint(tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture(scope="module")

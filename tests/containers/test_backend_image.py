@@ -213,8 +213,8 @@ def test_backend_image_holds_the_service_and_no_secrets(podman: str, backend_ima
         models = root / "opt/models"
         exports = sorted(p.relative_to(models).as_posix() for p in models.rglob("*.*"))
         export = "efficientnet_lite0-embedded-onnx1"
-        assert exports[:2] == [f"{export}/model.json", f"{export}/model.onnx"]
-        assert [re.sub(r"/\d+\.blob$", "/N.blob", p) for p in exports[2:]] == [f"{export}/openvino-cache/N.blob"]
+        assert exports[:3] == [f"{export}/bundle.json", f"{export}/model.json", f"{export}/model.onnx"]
+        assert [re.sub(r"/\d+\.blob$", "/N.blob", p) for p in exports[3:]] == [f"{export}/openvino-cache/N.blob"]
         site = root / "opt/venv/lib/python3.11/site-packages"
         assert not list(site.glob("torch*")), "torch must stay in the build stage"
         assert secret_like_files(root) == []
@@ -269,3 +269,98 @@ def test_backend_image_runs_the_batch_job(podman: str, backend_image: Image, tmp
     assert rows["cat.jpg"]["labels"][0] in CAT_CLASSES
     assert rows["cat.jpg"]["error"] is None
     assert rows["notes.jpg"]["error"] == "unsupported_image"
+
+
+def test_backend_image_serves_a_model_bundle_from_a_read_only_folder(
+    podman: str, backend_image: Image, tmp_path: Path
+) -> None:
+    """A model fine-tuned elsewhere, exported as a bundle (``python -m backend.prefetch --export-to``), served by the
+    same image with ``MODEL_DIR``: its folder mounted read-only (as a Cloud Storage volume is), no network, a
+    read-only root; it answers with its labels and its version. A broken copy fails readiness, saying which file."""
+    import shutil
+    from typing import Any
+
+    from tests.backend.test_bundles import ARCHITECTURE, LABELS, TOP, fake_bundle, sha256sum_version
+
+    models = tmp_path / "models"
+    version = fake_bundle(models / "leaves" / "v3", tmp_path)
+    assert version == sha256sum_version(models / "leaves" / "v3")
+    broken = models / "leaves" / "broken"
+    shutil.copytree(models / "leaves" / "v3", broken)
+    onnx = (broken / "model.onnx").read_bytes()
+    (broken / "model.onnx").write_bytes(onnx[: len(onnx) // 2])  # a copy that stopped half-way
+    for folder in (models, models / "leaves"):
+        folder.chmod(0o755)  # the image's unprivileged user reads it
+    probe = textwrap.dedent(
+        """
+        import json, sys, time, urllib.error, urllib.request
+        base = "http://127.0.0.1:8080"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/ready", timeout=2) as r:
+                    ready = {"http": r.status, **json.load(r)}
+                    break
+            except urllib.error.HTTPError as e:
+                ready = {"http": e.code, **json.load(e)}
+                if ready["status"] != "loading":
+                    break  # 503 "failed"
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("not ready")
+            time.sleep(0.2)
+        answers = {"ready": ready}
+        if ready["http"] == 200:
+            with urllib.request.urlopen(base + "/model", timeout=10) as r:
+                answers["model"] = json.load(r)
+            request = urllib.request.Request(
+                base + "/predict?top_k=3", data=sys.stdin.buffer.read(), headers={"Content-Type": "image/jpeg"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as r:
+                answers["predict"] = json.load(r)
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+                answers["metrics"] = [l for l in r.read().decode().splitlines() if l.startswith("model_info{")]
+        print(json.dumps(answers))
+        """
+    )
+    mount = [f"--volume={models}:/models:ro,z"]
+    answers: dict[str, dict[str, Any]] = {}
+    for name in ("v3", "broken"):
+        env = {"PORT": "8080", "MODEL_DIR": f"/models/leaves/{name}"}
+        with container(podman, backend_image.tag, env=env, network="none", options=[*HARDENED, *mount]) as server:
+            result = subprocess.run(
+                [podman, "exec", "--interactive", server.name, "python", "-c", probe],
+                input=jpeg_bytes(CAT),
+                capture_output=True,
+                timeout=180,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr.decode(errors="replace") + server.logs()[0][-3000:]
+            answers[name] = json.loads(result.stdout)
+            logs = server.logs()[0]
+        if name == "v3":
+            loaded = [json.loads(line) for line in logs.splitlines() if '"model loaded"' in line]
+            # compiled, not cached: the read-only folder has no cache and none was written
+            assert [(line["runtime"], line["version"], line["loaded_from_cache"]) for line in loaded] == [
+                ("openvino", version, False)
+            ], loaded
+    good = answers["v3"]
+    assert (good["ready"]["http"], good["ready"]["status"]) == (200, "ready")
+    model = good["model"]
+    assert (model["name"], model["version"], model["num_classes"], model["runtime"]) == (
+        ARCHITECTURE,
+        version,
+        3,
+        "openvino",
+    )
+    predict = good["predict"]
+    assert (predict["model"], predict["model_version"]) == (ARCHITECTURE, version)
+    assert [p["label"] for p in predict["results"][0]["predictions"]] == [TOP, "scab", "healthy"]
+    assert set(LABELS) == {p["label"] for p in predict["results"][0]["predictions"]}
+    (info,) = good["metrics"]
+    assert f'version="{version}"' in info
+    assert sorted(p.name for p in (models / "leaves" / "v3").iterdir()) == ["bundle.json", "model.json", "model.onnx"]
+    bad = answers["broken"]["ready"]
+    assert (bad["http"], bad["status"]) == (503, "failed")
+    assert "model.onnx in MODEL_DIR does not match bundle.json" in bad["detail"], bad
