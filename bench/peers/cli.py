@@ -4,6 +4,7 @@ writes the Peers section of BENCHMARKS.md (the rest of the report is left as it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -56,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="the report (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: MODEL_CACHE_DIR's default)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the servers' logs and wrk's output here (default: a temporary folder)",
+    )
     parser.add_argument("--no-install", action="store_true", help="skip a peer whose venv is missing or out of date")
     parser.add_argument("--ready-timeout", type=float, default=180.0, help="seconds a server may take to answer")
     parser.add_argument("--wrk", default=wrk_path(), help="the wrk executable (default: from PATH)")
@@ -96,8 +103,12 @@ def run(args: argparse.Namespace, command: str) -> PeerResults:
             continue
         contenders.append(peer)
 
-    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
-        workdir = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            workdir = args.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-peers-")))
         routes = {}
         for contender in list(contenders):
             try:

@@ -91,6 +91,9 @@ class PeerServer(Server):
         self.log_path = workdir / f"server-{contender.key}-{launch.port}.log"
 
     def __enter__(self) -> PeerServer:
+        return self.start()
+
+    def start(self) -> PeerServer:
         with self.log_path.open("wb") as log:
             started = time.perf_counter()
             self._process = subprocess.Popen(
@@ -192,6 +195,7 @@ class Start:
     first_answer_s: float
     pss_bytes: int
     rss_bytes: int
+    failed_starts: tuple[str, ...] = ()  # earlier attempts in this round that never answered, and why
 
 
 @dataclass
@@ -254,10 +258,25 @@ def run_contender_round(
     ready_timeout: float,
     image_label: str,
 ) -> tuple[Start, list[LoadResult]]:
-    """Start ``contender``, check each route's answer, load each route at each concurrency, measure memory, stop."""
-    launch = contender.launch(workdir, model, cache_dir)
+    """Start ``contender``, check each route's answer, load each route at each concurrency, measure memory, stop.
+
+    A peer that dies or never answers while starting is started once more (PyTriton's model proxy, on a busy
+    machine, sometimes loses a race for its handshake socket and exits); the report says so. Ours is not."""
+    failed: list[str] = []
+    attempts = 1 if contender.is_ours else 2
+    while True:
+        launch = contender.launch(workdir, model, cache_dir)
+        server = PeerServer(contender, launch, routes[0], workdir, ready_timeout)
+        try:
+            server.start()
+            break
+        except (RuntimeError, TimeoutError) as error:
+            failed.append(" ".join(str(error).split())[-300:])
+            if len(failed) >= attempts:
+                raise
+            logger.warning("%s did not start (%s); starting it again", contender.name, failed[-1][-200:])
     loads: list[LoadResult] = []
-    with PeerServer(contender, launch, routes[0], workdir, ready_timeout) as server:
+    try:  # started above
         for route in routes:
             answer_is(route, server, expected)
         for route in routes:
@@ -265,6 +284,9 @@ def run_contender_round(
                 logger.info("round %d: %s %s, %d clients", round_number, contender.key, route.route.key, count)
                 run_wrk(wrk, server, route.route.body, image_label, count, warmup, workdir, route.route)
                 result = run_wrk(wrk, server, route.route.body, image_label, count, duration, workdir, route.route)
+                if result.errors:  # which kind: wrk's own line (connect, read, write, status, timeout)
+                    out = workdir / f"wrk-{contender.key}-{route.route.key}-{image_label}-{count}.out"
+                    logger.warning("  %s", next((x for x in out.read_text().splitlines() if "BENCH_RESULT" in x), ""))
                 logger.info(
                     "  %.1f images/s, p50 %.2f ms, p99 %.2f ms, errors %d, server %.2f CPUs",
                     result.per_second,
@@ -281,7 +303,10 @@ def run_contender_round(
             server.first_answer_seconds,
             server.rss_bytes(),
             server.rss_sum_bytes(),
+            tuple(failed),
         )
+    finally:
+        server.stop()
     logger.info(
         "  %s: ready %.2f s, first answer %.2f s, memory %.0f MiB (PSS), %.0f MiB (RSS summed)",
         contender.key,

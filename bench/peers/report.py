@@ -238,6 +238,15 @@ def section(results: PeerResults) -> str:
         for key, info in results.contenders.items()
     ]
     parts.append("")
+    retried = [s for s in results.starts if s.failed_starts]
+    if retried:
+        parts += ["### Started again", ""]
+        parts += [
+            f"- `{s.contender}`, round {s.round}: {len(s.failed_starts)} start(s) failed first: "
+            f"{_one_line(s.failed_starts[-1], 300)}"
+            for s in retried
+        ]
+        parts.append("")
     if results.skipped:
         parts += ["### Skipped", ""]
         parts += [f"- `{key}`: {_one_line(reason)}" for key, reason in results.skipped.items()]

@@ -6,7 +6,8 @@ Two routes on one service, both BentoML's documented ways to take an image:
   whole body is the image), one image per call, in BentoML's thread pool;
 - ``POST /classify_batch``: adaptive batching (``batchable=True``): ``multipart/form-data`` with the JPEG in
   the ``images`` field, calls gathered into batches of up to ``BENCH_MAX_BATCH_SIZE`` images, waiting at most
-  ``BENCH_MAX_LATENCY_MS``.
+  ``BENCH_MAX_LATENCY_MS`` (30 s, the request timeout, by default: BentoML refuses a call with 503 "process is
+  overloaded" when it expects it to take longer, where the other servers queue it).
 
 ``BENCH_WORKERS`` worker processes (each with its own single-threaded ONNX Runtime session). BentoML opens
 the image with Pillow (``PIL.Image.open``, lazily); ``_model.Model.prepare_image`` then decodes it as ours.
@@ -25,7 +26,7 @@ from bench.peers.services._model import Model
 
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 MAX_BATCH_SIZE = int(os.environ.get("BENCH_MAX_BATCH_SIZE", "8"))
-MAX_LATENCY_MS = int(os.environ.get("BENCH_MAX_LATENCY_MS", "1000"))
+MAX_LATENCY_MS = int(os.environ.get("BENCH_MAX_LATENCY_MS", "30000"))
 
 
 @bentoml.service(workers=WORKERS, traffic={"timeout": 30}, logging={"access": {"enabled": False}})
