@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     inference_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per CPU")
 
     # --- batching and backpressure
-    max_batch_size: PositiveInt = 8
+    max_batch_size: PositiveInt = Field(
+        1, description="most images in one forward pass; 1: on CPUs one image per pass is the cheapest (BENCHMARKS.md)"
+    )
     max_batch_delay_ms: NonNegativeFloat = Field(0.0, description="extra wait for a fuller batch")
     max_queue_size: PositiveInt = Field(64, description="images waiting for the model before 503")
     request_timeout_s: PositiveFloat = 30.0

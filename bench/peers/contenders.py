@@ -33,7 +33,7 @@ VENVS = ROOT / ".venv-peers"
 PREPROCESS = ROOT / "backend" / "classifier" / "_preprocess.py"
 
 WORKERS = 2  # worker processes or model instances: one per CPU, each with one single-threaded session
-MAX_BATCH_SIZE = 8  # as the project's MAX_BATCH_SIZE
+MAX_BATCH_SIZE = 8  # each peer's batcher: up to 8 images, as their docs suggest for small CNNs on CPUs
 BATCH_WAIT_MS = 2  # the longest a peer's batcher waits for a fuller batch, where it must wait at all
 MULTIPART_BOUNDARY = "bench-peers-0a1b2c3d4e5f"
 
