@@ -18,8 +18,6 @@ import signal
 import sys
 from pathlib import Path
 
-import uvloop
-
 from backend.classifier import ClassifierError
 from backend.config import get_settings
 from backend.logs import configure_logging
@@ -50,6 +48,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.top_k is not None and not 1 <= args.top_k <= 1000:
         parser.error(f"--top-k must be 1 to 1000, got {args.top_k}")
     return args
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The task's event loop: asyncio's own, not uvloop (the service's). uvloop 0.23 closes the descriptor of a
+    pipe given to ``connect_read_pipe``/``connect_write_pipe`` twice: libuv closes it, then the file object does
+    (at once, or when it is collected if the connection was cancelled): MagicStack/uvloop#763, fix pending in
+    #764. The decoder pool gives it its pipes as file objects, and closes them whenever it retires a process
+    (with one decoder process, after every image). A file another thread opens between the two closes may be
+    given that number: here an image being read or a shard being written, which then fails with EBADF (on a busy
+    machine, a SIGTERMed task exited 1 instead of 143) or reads another file's bytes. asyncio's loop closes each
+    pipe once (tests/batch/test_stopping.py), and the task's loop has little to do per image."""
+    return asyncio.SelectorEventLoop()
 
 
 async def _run(task: Task, signals: dict[signal.Signals, int]) -> tuple[Summary, int]:
@@ -92,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
             rescan=args.rescan,
             terminal=terminal,
         )
-        summary, status = uvloop.run(_run(task, {signal.SIGTERM: 143, signal.SIGINT: 130}))
+        with asyncio.Runner(loop_factory=event_loop) as runner:
+            summary, status = runner.run(_run(task, {signal.SIGTERM: 143, signal.SIGINT: 130}))
     except (TaskConfigError, InputError, OutputError, DecodersFailed, ClassifierError, OSError) as exc:
         logger.error("the batch task failed", extra={"error": type(exc).__name__, "detail": str(exc)})
         if terminal is not None:

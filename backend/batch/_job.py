@@ -214,7 +214,9 @@ class Task:
         self._classifier = classifier
         self.summary = Summary(settings.cloud_run_task_index, settings.cloud_run_task_count)
         self._stopping = asyncio.Event()
-        self._fatal: BaseException | None = None
+        self._stop_requested = False  # stop() came before any failure: the stop is why the task ends
+        self._fatal: BaseException | None = None  # the failure that stopped the task (run() raises it)
+        self._store: ShardStore | None = None
         self._rows = Rows()
         self._shard_started = time.perf_counter()
         self._commits: list[asyncio.Future[None]] = []
@@ -224,9 +226,46 @@ class Task:
         """Take no more images; finish (briefly) what is in flight, write it, and end."""
         if not self._stopping.is_set():
             logger.warning("stopping: the images in flight are finished and written, the rest left for a retry")
+            self._stop_requested = True
         self._stopping.set()
 
     async def run(self) -> Summary:
+        """Classify this task's share; its summary. Raises the failure that stopped it (the model, INPUT,
+        OUTPUT), unless ``stop()`` came first: then a failure while stopping is logged, and the summary returned
+        (not complete), so that the stop stays the reason the task ended (exit status 143)."""
+        try:
+            await self._run()
+        except Exception as exc:
+            if not self._stop_requested:
+                raise
+            self._failed_while_stopping(exc)
+        finally:
+            self._tally()
+        return self.summary
+
+    def _failed_while_stopping(self, error: BaseException) -> None:
+        logger.error(
+            "an error while stopping: the shards written are kept, a retry classifies the rest",
+            extra={**self._ids(), "error": type(error).__name__, "detail": str(error)},
+        )
+
+    def _fail(self, error: BaseException) -> None:
+        """The first failure of the job itself stops the task, and run() raises it. After a stop (SIGTERM), a
+        failure is logged instead: the stop came first."""
+        if not self._stopping.is_set():
+            self._fatal = error
+            self._stopping.set()
+        elif self._stop_requested:
+            self._failed_while_stopping(error)
+
+    def _tally(self) -> None:
+        summary = self.summary
+        if self._store is not None:
+            summary.shards = list(self._store.written)
+        summary.errors = sum(self._errors.values())
+        summary.errors_by_code = dict(self._errors)
+
+    async def _run(self) -> None:
         settings, summary = self.settings, self.summary
         self.output.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -242,7 +281,7 @@ class Task:
             )
         summary.model = classifier.info.name
         summary.model_version = model_version(classifier)
-        store = ShardStore(
+        store = self._store = ShardStore(
             self.output,
             index=summary.task_index,
             count=summary.task_count,
@@ -255,7 +294,9 @@ class Task:
             summary.complete = summary.skipped_run = True
             summary.assigned = summary.already_done = int(marker.get("assigned", 0))
             logger.info("this task is already complete (its marker exists): nothing to do", extra=self._ids())
-            return summary
+            return
+        if self._stopping.is_set():
+            return  # stopped while the model loaded: nothing done, nothing to write
         done, own = await asyncio.to_thread(store.existing)
         items = await asyncio.to_thread(list_inputs, self.source, skip=self.output)
         summary.listed = len(items)
@@ -273,17 +314,14 @@ class Task:
                 "own_results": own,
             },
         )
-        if todo:
+        if todo and not self._stopping.is_set():
             await self._classify(classifier, store, todo, started)
-        summary.shards = list(store.written)
-        summary.errors = sum(self._errors.values())
-        summary.errors_by_code = dict(self._errors)
         if self._fatal is not None:
             raise self._fatal
         summary.complete = not self._stopping.is_set()
         if summary.complete:
+            self._tally()
             await asyncio.to_thread(store.finish, summary.as_dict())
-        return summary
 
     def _ids(self) -> dict[str, Any]:
         summary = self.summary
@@ -328,12 +366,17 @@ class Task:
                 summary.classified = stages.progress.done
                 await batcher.close()
         finally:
-            readers.shutdown(wait=False, cancel_futures=True)
-            await decoders.close()
             if self._rows:
-                self._cut(store)
-            if self._commits:
-                await asyncio.gather(*self._commits, return_exceptions=True)  # a failure is self._fatal
+                self._cut(store)  # the results so far, first: nothing that fails below can lose them
+            readers.shutdown(wait=False, cancel_futures=True)
+            try:
+                await decoders.close()
+                # The reads in progress end soon (none waits for room: the byte budget is closed), and before
+                # the loop they report to.
+                await asyncio.to_thread(readers.shutdown)
+            finally:
+                if self._commits:
+                    await asyncio.gather(*self._commits, return_exceptions=True)  # a failure went to _fail()
 
     async def _pipeline(self, stages: _Stages, todo: list[Item]) -> None:
         """At most ``MAX_QUEUE_SIZE`` images in flight, each from its file to its row."""
@@ -347,16 +390,15 @@ class Task:
                 if row is not None:
                     self._record(stages, row)
             except Exception as exc:  # the model or the output failed: the job cannot go on (run() raises it)
-                if self._fatal is None:
-                    self._fatal = exc
-                    self._stopping.set()
+                self._fail(exc)
             finally:
                 slots.release()
 
         async def ticker() -> None:
+            period = min(0.25, stages.progress.interval_s)  # the bar's redraw, or log lines more often than that
             while True:
                 stages.progress.tick()
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(period)
 
         ticking = loop.create_task(ticker())
         try:
@@ -473,6 +515,5 @@ class Task:
         self._commits.append(future)
 
     def _commit_done(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled() and (error := future.exception()) is not None and self._fatal is None:
-            self._fatal = error  # OUTPUT cannot be written: stop now, not after classifying everything else
-            self._stopping.set()
+        if not future.cancelled() and (error := future.exception()) is not None:
+            self._fail(error)  # OUTPUT cannot be written: stop now, not after classifying everything else

@@ -63,7 +63,7 @@ def test_a_task_logs_progress_and_a_summary_and_writes_json_lines(tmp_path: Path
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     progress = [line for line in lines if line["message"] == "progress"]
-    assert progress, "no progress line"
+    assert progress, "no progress line:\n" + done.stdout[-3000:]
     assert {"done", "total", "errors", "images_per_second"} <= progress[-1].keys()
     assert progress[-1]["total"] == 31
     (summary,) = [line for line in lines if line["message"] == "batch task finished"]
