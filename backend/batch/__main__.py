@@ -58,7 +58,8 @@ def event_loop() -> asyncio.AbstractEventLoop:
     (with one decoder process, after every image). A file another thread opens between the two closes may be
     given that number: here an image being read or a shard being written, which then fails with EBADF (on a busy
     machine, a SIGTERMed task exited 1 instead of 143) or reads another file's bytes. asyncio's loop closes each
-    pipe once (tests/batch/test_stopping.py), and the task's loop has little to do per image."""
+    pipe once (tests/batch/test_stopping.py), and costs the task nothing measurable: 1,500 640x480 JPEGs, two
+    interleaved rounds each, 78.2 and 75.8 images/s on asyncio's loop, 77.1 and 73.3 on uvloop (load 6-7)."""
     return asyncio.SelectorEventLoop()
 
 
