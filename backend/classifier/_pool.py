@@ -333,10 +333,16 @@ def _settle_once(future: asyncio.Future[None]) -> None:
 
 
 def _file(conn: Connection, mode: str) -> Any:
-    """The pipe end ``conn`` as a file object asyncio can watch (``conn`` itself is closed)."""
+    """The pipe end ``conn`` as a file object the running event loop can watch (``conn`` itself is closed).
+
+    On uvloop (the server's loop) the descriptor is libuv's alone to close: uvloop 0.23 closes it through libuv
+    and then through the file object again (MagicStack/uvloop#763, fix pending), or when a cancelled connection's
+    file object is collected, and a file or socket another thread opened in between would be closed under it.
+    libuv closes it in every case, cancelled connections included (tests/backend/test_decoders.py)."""
     fd = os.dup(conn.fileno())
     conn.close()
-    return os.fdopen(fd, mode, buffering=0)
+    uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    return os.fdopen(fd, mode, buffering=0, closefd=not uvloop)
 
 
 @dataclass(eq=False)

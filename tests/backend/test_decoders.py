@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import multiprocessing
 import os
 import signal
 import time
@@ -11,6 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+import uvloop
 
 from backend.classifier import (
     DecoderBusy,
@@ -23,6 +26,7 @@ from backend.classifier import (
     InvalidImage,
     Preprocessing,
     UnsupportedImage,
+    _pool,
 )
 from backend.classifier._images import decode_image
 from tests.helpers import CAT, COFFEE, jpeg_bytes
@@ -286,3 +290,60 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         return stat.read().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("cancelled", [False, True], ids=["retired", "cancelled while connecting"])
+@pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, asyncio.SelectorEventLoop], ids=["uvloop", "asyncio"])
+def test_each_decoder_pipe_is_closed_exactly_once(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], cancelled: bool
+) -> None:
+    """uvloop closes a pipe's descriptor through libuv and then through its file object (MagicStack/uvloop#763):
+    a socket or file given that number in between would be closed under its owner. The pool's pipe ends leave
+    the descriptor to the loop: once the loop has closed it, a file that takes its number stays open."""
+
+    def is_open(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        return True
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        problems = []
+        for connect, mode in ((loop.connect_read_pipe, "rb"), (loop.connect_write_pipe, "wb")):
+            reads, writes = multiprocessing.Pipe(duplex=False)
+            mine, theirs = (reads, writes) if mode == "rb" else (writes, reads)
+            end = _pool._file(mine, mode)
+            number = end.fileno()
+            connecting = asyncio.ensure_future(connect(asyncio.Protocol, end))
+            if cancelled:
+                await asyncio.sleep(0)
+                connecting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await connecting
+            else:
+                transport, _ = await connecting
+                transport.close()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if is_open(number):
+                problems.append(f"{mode}: fd {number} left open")
+                continue
+            stand_in = os.open(os.devnull, os.O_RDONLY)  # another thread's file, given the freed number
+            if stand_in != number:
+                os.dup2(stand_in, number)
+                os.close(stand_in)
+            del end, connecting
+            gc.collect()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if not is_open(number):
+                problems.append(f"{mode}: fd {number} closed again after the loop closed it")
+            else:
+                os.close(number)
+            theirs.close()
+        return problems
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(main()) == []
