@@ -74,6 +74,23 @@ def default_factory(settings: Settings) -> Classifier:
     )
 
 
+def decoder_settings(classifier: Classifier, settings: Settings) -> DecoderSettings:
+    """The decoder processes, limits and CPU and memory budgets of ``settings`` (the service's; the batch job
+    changes only how expensive images are scheduled)."""
+    cpus = default_threads()
+    return DecoderSettings(
+        preprocessing=classifier.info.preprocessing,
+        limits=settings.image_limits,
+        cpu_seconds=settings.decode_timeout_s,
+        memory_bytes=settings.decode_memory_bytes,
+        # Two per CPU: while one process waits for its next image, another decodes (one per CPU left
+        # the CPUs idle between images: fewer images/s than decoding in threads;
+        # BENCHMARKS.md, "Measurements behind the code").
+        workers=settings.decode_processes or 2 * cpus,
+        slow_workers=cpus,
+    )
+
+
 class ModelService:
     def __init__(self, settings: Settings, metrics: Metrics, factory: ClassifierFactory = default_factory) -> None:
         self.settings = settings
@@ -107,7 +124,7 @@ class ModelService:
         decoders = None
         try:
             classifier = await asyncio.to_thread(self._factory, self.settings)
-            decoders = DecoderPool(self._decoder_settings(classifier))
+            decoders = DecoderPool(decoder_settings(classifier, self.settings))
             batch_sizes = tuple(sorted({1, self.settings.max_batch_size}))
             await asyncio.gather(asyncio.to_thread(classifier.warm_up, batch_sizes), decoders.start())
         except BaseException as exc:
@@ -154,21 +171,6 @@ class ModelService:
         logger.info(
             "model ready",
             extra={"model": info.name, "version": classifier.version, "seconds": round(self.load_seconds, 3)},
-        )
-
-    def _decoder_settings(self, classifier: Classifier) -> DecoderSettings:
-        settings = self.settings
-        cpus = default_threads()
-        return DecoderSettings(
-            preprocessing=classifier.info.preprocessing,
-            limits=settings.image_limits,
-            cpu_seconds=settings.decode_timeout_s,
-            memory_bytes=settings.decode_memory_bytes,
-            # Two per CPU: while one process waits for its next image, another decodes (one per CPU left
-            # the CPUs idle between images: fewer images/s than decoding in threads;
-            # BENCHMARKS.md, "Measurements behind the code").
-            workers=settings.decode_processes or 2 * cpus,
-            slow_workers=cpus,
         )
 
     def _record_batch(self, stats: BatchStats) -> None:

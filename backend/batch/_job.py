@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 import stat
@@ -32,10 +33,10 @@ from backend.classifier import (
     ImageError,
     ImageTooLarge,
     PreparedImage,
-    default_threads,
     load_classifier,
 )
 from backend.config import Settings
+from backend.service import decoder_settings as service_decoder_settings
 
 from ._inputs import Item, list_inputs, task_of
 from ._output import Format, Rows, ShardStore
@@ -149,19 +150,13 @@ def _read(path: Path, max_bytes: int, budget: _BytesInFlight) -> tuple[bytes, in
 
 
 def decoder_settings(classifier: Classifier, settings: Settings) -> DecoderSettings:
-    """The service's decoder settings (backend/service.py: ``ModelService._decoder_settings``): the same
-    processes, limits, CPU-time budget and memory budget. Two scheduling knobs differ, because a task has
-    one owner and keeps every CPU busy with inference: an expensive image is never demoted to nice 19 (the
-    service does that so one request's large images do not delay another's; here it would starve the image
-    until inference pauses), and it may take longer in wall-clock time (its CPU-time budget still stops it)."""
-    cpus = default_threads()
-    return DecoderSettings(
-        preprocessing=classifier.info.preprocessing,
-        limits=settings.image_limits,
-        cpu_seconds=settings.decode_timeout_s,
-        memory_bytes=settings.decode_memory_bytes,
-        workers=settings.decode_processes or 2 * cpus,
-        slow_workers=cpus,
+    """The service's decoder settings (``backend.service.decoder_settings``): the same processes, limits,
+    CPU-time budget and memory budget. Two scheduling knobs differ, because a task has one owner and keeps
+    every CPU busy with inference: an expensive image is never demoted to nice 19 (the service does that so one
+    request's large images do not delay another's; here it would starve the image until inference pauses), and
+    it may take longer in wall-clock time (its CPU-time budget still stops it)."""
+    return dataclasses.replace(
+        service_decoder_settings(classifier, settings),
         demote_after_s=settings.decode_timeout_s,  # the CPU-time budget stops it first
         wall_factor=WALL_FACTOR,
     )

@@ -15,8 +15,7 @@ import pytest
 from backend.batch._job import BUSY_RETRIES, DecodersFailed, Task, decoder_settings
 from backend.classifier import Classifier, DecoderBusy, PreparedImage
 from backend.config import Settings
-from backend.metrics import Metrics
-from backend.service import ModelService
+from backend.service import decoder_settings as service_decoder_settings
 
 PREPARED = PreparedImage(np.zeros((224, 224, 3), np.uint8), "JPEG", 640, 480)
 
@@ -79,8 +78,7 @@ def test_decoders_that_cannot_run_fail_the_task_instead_of_the_image(
 
 def test_the_limits_and_budgets_are_the_services(onnx_classifier: Classifier) -> None:
     settings = Settings(max_image_bytes=1_000_000, decode_timeout_s=2.0, decode_memory_bytes=512 << 20)
-    service = ModelService(settings, Metrics())
-    theirs = service._decoder_settings(onnx_classifier)
+    theirs = service_decoder_settings(onnx_classifier, settings)
     ours = decoder_settings(onnx_classifier, settings)
     # only scheduling differs: a task has one owner, so an expensive image is not demoted, and may wait longer
     assert dataclasses.replace(ours, demote_after_s=theirs.demote_after_s, wall_factor=theirs.wall_factor) == theirs
