@@ -33,10 +33,10 @@ from backend.classifier import (
     ImageError,
     ImageTooLarge,
     PreparedImage,
-    load_classifier,
 )
 from backend.config import Settings
 from backend.service import decoder_settings as service_decoder_settings
+from backend.service import default_factory
 
 from ._inputs import Item, list_inputs, task_of
 from ._output import Format, Rows, ShardStore
@@ -266,14 +266,7 @@ class Task:
         started = time.perf_counter()
         classifier = self._classifier
         if classifier is None:
-            classifier = await asyncio.to_thread(
-                load_classifier,
-                settings.model_spec,
-                runtime=settings.runtime,
-                cache_dir=settings.model_cache_dir,
-                threads=settings.inference_threads,
-                model_dir=settings.model_dir,
-            )
+            classifier = await asyncio.to_thread(default_factory, settings)  # the service's model, as it loads it
         summary.model = classifier.info.name
         summary.model_version = model_version(classifier)
         store = self._store = ShardStore(

@@ -233,7 +233,7 @@ def test_sigterm_while_the_model_loads_ends_the_task_before_it_starts_the_decode
     async def classify(*args: object) -> None:
         raise AssertionError("a stopped task started its pipeline")
 
-    monkeypatch.setattr("backend.batch._job.load_classifier", load)
+    monkeypatch.setattr("backend.batch._job.default_factory", load)
     monkeypatch.setattr(task, "_classify", classify)
     summary, status = _on_task_loop(lambda: _run(task, SIGNALS))
     assert (status, summary.complete, summary.shards) == (143, False, [])
