@@ -21,7 +21,7 @@ comparable between images of any size, and cost no decode of their own:
 
 from __future__ import annotations
 
-import pyarrow as pa
+import pyarrow as pa  # type: ignore[import-untyped]
 
 __all__ = ["COLUMNS", "IMAGE_STATISTICS", "PARTITION", "SCHEMA"]
 
