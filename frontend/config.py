@@ -107,6 +107,18 @@ class FrontendSettings(BaseSettings):
     port: int = Field(8501, ge=1, le=65535)
     log_level: Annotated[LogLevel, _case_insensitive(get_args(LogLevel))] = "INFO"
 
+    # --- the Monitoring page (frontend/drift.py; docs/monitoring.md#drift)
+    prediction_log_dir: str | None = Field(
+        None, description="the prediction log's folder (on Cloud Run: the log bucket, mounted read-only)"
+    )
+    monitoring_reference: str | None = Field(
+        None, description="a reference set (Parquet file or folder); else the days before the current window"
+    )
+    monitoring_current_hours: float = Field(24.0, ge=0.1, le=24 * 366, description="the current window")
+    monitoring_reference_days: float = Field(7.0, ge=0.1, le=366, description="the reference window before it")
+    monitoring_max_rows: int = Field(200_000, ge=100, le=10_000_000, description="records read, newest first")
+    monitoring_max_mb: int = Field(256, ge=1, le=8192, description="megabytes of Parquet files read, newest first")
+
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
