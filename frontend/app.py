@@ -222,4 +222,11 @@ def main() -> None:
     show_results(images, outcomes, [preview.result() for preview in previews], status)
 
 
-main()
+# Two pages: this one (the default, at /) and the Monitoring page (the prediction log's drift). The Monitoring page
+# is frontend/monitoring_page.py, not in a pages/ folder: Streamlit would take that for its older multipage layout.
+st.navigation(
+    [
+        st.Page(main, title="Classify", icon=":material/image_search:", default=True),
+        st.Page("monitoring_page.py", title="Monitoring", icon=":material/monitoring:", url_path="monitoring"),
+    ]
+).run()
