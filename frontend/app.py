@@ -14,6 +14,7 @@ import streamlit as st
 from frontend.backend_client import Backend, BackendError, BackendStatus, Classification, ImageInput
 from frontend.config import ConfigError, FrontendSettings
 from frontend.logs import configure_logging
+from frontend.plotter_client import ChartKind, Plotter, PlotterError, chart_size, plotter_configured
 from frontend.presentation import (
     config_error_text,
     error_text,
@@ -46,6 +47,12 @@ def get_backend(settings: FrontendSettings) -> Backend:
     """One Backend per configuration, shared by every session: the Cloud Run lookup is done once, and
     again only when the address it found stops answering (see ``frontend.discovery.LocationCache``)."""
     return Backend(settings)
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda plotter: plotter.close())
+def get_plotter(settings: FrontendSettings) -> Plotter:
+    """The optional plotting service (PLOTTER_URL or PLOTTER_SERVICE), found and called as the backend is."""
+    return Plotter(settings)
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda previewer: previewer.close())
@@ -193,6 +200,28 @@ def show_results(
                     st.warning(not_classified_text(image.filename))
 
 
+def show_plotter_chart(settings: FrontendSettings, outcomes: list[Outcome]) -> None:
+    """The plotter's ggplot2 chart of the results, when a plotter is configured (otherwise nothing). A page run
+    waits PLOTTER_TIMEOUT_S for it at most; when it does not come, one caption says so."""
+    results = [outcome for outcome in outcomes if isinstance(outcome, Classification)]
+    if not results or not plotter_configured(settings):
+        return
+    with st.expander("Chart (R/ggplot2)", icon=":material/bar_chart:"):
+        kind: ChartKind = "bars"
+        if len(results) > 1:
+            picked = st.segmented_control(
+                "Chart", ["compare", "bars"], default="compare", key="plotter_chart", label_visibility="collapsed"
+            )
+            kind = "bars" if picked == "bars" else "compare"
+        width, height = chart_size(kind, len(results))
+        try:
+            chart = get_plotter(settings).chart(results, kind, width, height)
+        except PlotterError as exc:
+            st.caption(f"No chart this time: {exc.message}")
+            return
+        st.image(chart.png, width="stretch", output_format="PNG")
+
+
 def main() -> None:
     st.set_page_config(page_title="Image classifier", page_icon=":material/image_search:", layout="wide")
     try:
@@ -220,6 +249,7 @@ def main() -> None:
     url = status.location.url if status.location else ""
     outcomes = classify(backend, images, top_k, url)
     show_results(images, outcomes, [preview.result() for preview in previews], status)
+    show_plotter_chart(settings, outcomes)
 
 
 # Two pages: this one (the default, at /) and the Monitoring page (the prediction log's drift). The Monitoring page

@@ -99,6 +99,14 @@ class FrontendSettings(BaseSettings):
     status_timeout_s: float = Field(5.0, ge=0.1, le=300, description="/ready and /model")
     predict_concurrency: int = Field(4, ge=1, le=64, description="images sent at once; the backend batches them")
 
+    # --- the optional plotting service (plotter/): off unless PLOTTER_URL or PLOTTER_SERVICE is set. It is
+    # found and called as the backend is (BACKEND_AUTH's identity tokens, the Cloud Run lookup).
+    plotter_url: Annotated[str | None, BeforeValidator(_full_url)] = Field(
+        None, description="explicit URL; skips the Cloud Run lookup"
+    )
+    plotter_service: str | None = Field(None, description="the plotter's Cloud Run service to look up")
+    plotter_timeout_s: float = Field(2.0, ge=0.1, le=30, description="the most a page run waits for a chart")
+
     # --- the page and the server
     default_top_k: int = Field(5, ge=1, le=20)
     max_upload_mb: int = Field(DEFAULT_MAX_UPLOAD_MB, ge=1, le=1024, description="per file")

@@ -78,8 +78,9 @@ class Image:
         return user
 
 
-def build_image(podman: str, dockerfile: str, tag: str, log_path: Path) -> Image:
-    """``podman build -f dockerfile .`` from the repository root (layers cached between runs)."""
+def build_image(podman: str, dockerfile: str, tag: str, log_path: Path, base_arg: str = "PYTHON_IMAGE") -> Image:
+    """``podman build -f dockerfile .`` from the repository root (layers cached between runs), the build
+    argument ``base_arg`` (the Dockerfile's base image) set to the local stand-in."""
     command = [
         podman,
         "build",
@@ -89,7 +90,8 @@ def build_image(podman: str, dockerfile: str, tag: str, log_path: Path) -> Image
         f"--file={dockerfile}",
         f"--tag={tag}",
         # the Dockerfiles pin python:3.11-slim by digest; this machine has a local stand-in of that tag
-        f"--build-arg=PYTHON_IMAGE={BASE_IMAGE}",
+        # (Debian bookworm, which plotter.dockerfile's DEBIAN_IMAGE starts from as well)
+        f"--build-arg={base_arg}={BASE_IMAGE}",
         *local_build_args(dockerfile),
         ".",
     ]

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -46,10 +46,24 @@ def server_popen(
     """Run ``python -m <module>`` on ``port`` (a free one by default; HOST/PORT in its environment) until
     ``ready_path`` answers 200; yield its base URL and process; stop it (SIGTERM, then SIGKILL) however the
     test ends. (``python -m frontend`` execs Streamlit: the process is the server's.)"""
+    with command_popen([sys.executable, "-m", module], ready_path, env, log_path, ready_timeout, port) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def command_popen(
+    command: Sequence[str],
+    ready_path: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    ready_timeout: float = 90.0,
+    port: int | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``server_popen`` for any server command that listens on HOST/PORT (``Rscript plotter/main.R``)."""
     port = port or free_port()
     full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=log, stderr=log)
+        process = subprocess.Popen(list(command), cwd=ROOT, env=full_env, stdout=log, stderr=log)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_for(f"{base}{ready_path}", ready_timeout, process)
@@ -89,3 +103,11 @@ def frontend_server(
 ) -> contextlib.AbstractContextManager[str]:
     """The real frontend (``python -m frontend``, Streamlit) on ``port`` (or a free one), talking to ``backend_url``."""
     return server_process("frontend", "/_stcore/health", {"BACKEND_URL": backend_url}, log_path, 60.0, port)
+
+
+@contextlib.contextmanager
+def plotter_server(log_path: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """The R plotting service (``Rscript plotter/main.R``, plumber) on a free port, ready once ``/health`` says 200.
+    Callers check first that Rscript and the R packages are there (``tests.plotter.conftest``)."""
+    with command_popen(["Rscript", "plotter/main.R"], "/health", env or {}, log_path, 60.0) as (base, _process):
+        yield base
