@@ -186,3 +186,35 @@ def test_a_hostile_backend_in_chromium(pixel: FakeServer, tmp_path: Path) -> Non
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "frontend-hostile.png"), full_page=True)
     assert pixel.requests == []  # nothing on the page made the browser fetch the attacker's URL
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_monitoring_page_shows_drift_in_chromium(tmp_path: Path) -> None:
+    """The Monitoring page (a second page of the app) on a synthetic prediction log whose last day is darker and
+    has another class mix: the headline and the badges say drift, the charts are drawn, no traceback."""
+    from tests.monitoring.synthetic_log import Drift, write_log  # only this test needs it
+
+    log = write_log(tmp_path / "log", seed=11, drift=Drift(brightness=-35, class_mix=True))
+    env = {"BACKEND_URL": "http://127.0.0.1:9", "PREDICTION_LOG_DIR": str(log)}
+    with (
+        server_process("frontend", "/_stcore/health", env, tmp_path / "fe.log", 60) as frontend,
+        chromium() as browser,
+    ):
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(frontend, wait_until="domcontentloaded")
+        page.get_by_role("link", name="Monitoring").click()  # the sidebar's navigation
+        page.get_by_text("Drift in class distribution and brightness.").wait_for()
+        assert page.url.endswith("/monitoring")
+        page.locator(".vega-embed").nth(8).wait_for()  # classes, 7 distributions, the daily series
+        page.get_by_test_id("stDataFrame").wait_for()  # the status table
+        # a badge per column, in words (after its icon's name) and colour: red for drift, green for stable
+        badges = page.locator(".stMarkdownBadge")
+        words = [text.split()[-1] for text in badges.all_inner_texts()]
+        assert words == ["drift", "stable", "stable", "stable", "drift", "stable", "stable", "stable"]
+        colours = badges.evaluate_all("(all) => all.map(e => getComputedStyle(e).backgroundColor)")
+        assert colours[0] == colours[4] != colours[1]
+        assert not page.get_by_text("Traceback").count()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "frontend-monitoring.png"), full_page=True)
