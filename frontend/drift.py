@@ -676,15 +676,18 @@ def _report_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m frontend.drift",
         description=(
-            "Compare the prediction log's CURRENT records with a REFERENCE and write an HTML report. "
+            "Compare the prediction log's CURRENT records with a REFERENCE and write an HTML report. With CURRENT "
+            "alone (or the same folder twice), its last --hours against the --reference-days before. "
             "Exit status: 0 no drift, 1 drift found (a scheduled job fails, so its alert fires), 2 usage or input "
             "error. To make a reference set: python -m frontend.drift reference OUT --from LOG --since ... --until ..."
         ),
     )
     parser.add_argument(
-        "reference", metavar="REFERENCE", help="a reference set (Parquet file or folder), or the log itself"
+        "paths",
+        nargs="+",
+        metavar="[REFERENCE] CURRENT",
+        help="a reference set (Parquet file or folder), then the prediction log's folder (or a Parquet file or folder)",
     )
-    parser.add_argument("current", metavar="CURRENT", help="the prediction log's folder (or a Parquet file or folder)")
     parser.add_argument(
         "--out", type=Path, default=Path("drift-report.html"), help="the HTML report (default: %(default)s)"
     )
@@ -748,10 +751,13 @@ def _report_command(args: Sequence[str]) -> int:
     options = _report_parser().parse_args(args)
     if options.hours < 0 or options.reference_days <= 0 or options.max_rows < 1 or options.max_mb <= 0:
         raise LogError("--hours must be 0 or more; --reference-days, --max-rows and --max-mb more than 0.")
-    same = Path(options.reference).resolve() == Path(options.current).resolve()
+    if len(options.paths) > 2:
+        raise LogError("Give at most two sets: [REFERENCE] CURRENT.")
+    reference, current = options.paths if len(options.paths) == 2 else (options.paths[0], options.paths[0])
+    same = Path(reference).resolve() == Path(current).resolve()
     monitoring = load(
-        options.current,
-        reference=None if same else options.reference,
+        current,
+        reference=None if same else reference,
         current_hours=options.hours or DEFAULT_CURRENT_HOURS,
         reference_days=options.reference_days,
         max_rows=options.max_rows,

@@ -70,7 +70,7 @@ def test_report_with_drift_exits_1_and_escapes_a_hostile_label(tmp_path: Path) -
 def test_report_without_drift_exits_0(tmp_path: Path) -> None:
     log = write_log(tmp_path / "log", seed=6)
     out = tmp_path / "report.html"
-    assert drift.main([str(log), str(log), "--out", str(out)]) == 0
+    assert drift.main([str(log), "--out", str(out)]) == 0  # CURRENT alone: its own windows
     text = " ".join(parse(out.read_text(encoding="utf-8")).text)
     assert "No drift: all 8 columns stable." in text
     assert "stable" in text
@@ -95,6 +95,8 @@ def test_usage_and_input_errors_exit_2_with_what_to_do(tmp_path: Path, capsys: p
     assert drift.main([str(log), str(tmp_path / "empty")]) == 2
     assert "holds no records yet" in capsys.readouterr().out
     assert drift.main([str(log), str(log), "--hours", "-1"]) == 2
+    assert drift.main([str(log), str(log), str(log)]) == 2
+    assert "at most two sets" in capsys.readouterr().out
     assert drift.main(["reference", str(tmp_path / "r.parquet"), "--from", str(log), "--since", "tomorrow"]) == 2
     assert "is not a date" in capsys.readouterr().err
     blocker = tmp_path / "file"
@@ -109,7 +111,7 @@ def test_the_module_runs_as_a_command(tmp_path: Path) -> None:
     log = write_log(tmp_path / "log", seed=8, drift=Drift(class_mix=True))
     out = tmp_path / "report.html"
     done = subprocess.run(
-        [sys.executable, "-m", "frontend.drift", str(log), str(log), "--out", str(out)],
+        [sys.executable, "-m", "frontend.drift", str(log), "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
