@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,12 +29,18 @@ def create_app(settings: Settings | None = None, classifier_factory: ClassifierF
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = ModelService(settings, app_metrics, classifier_factory)
+        if settings.prediction_log_dir is not None:  # else no thread, no queue, and pyarrow is not imported
+            from backend.predictions import PredictionLog
+
+            service.prediction_log = PredictionLog.from_settings(settings, app_metrics)
         app.state.service = service
         service.start()  # loads in the background; /ready says 503 until it is done
         try:
             yield
         finally:
             await service.stop(settings.shutdown_grace_s)
+            if service.prediction_log is not None:  # writes what is queued, within the grace period
+                await asyncio.to_thread(service.prediction_log.close, settings.shutdown_grace_s)
 
     app = FastAPI(
         title="Image classifier",

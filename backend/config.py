@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     access_log: bool = True
     shutdown_grace_s: PositiveFloat = Field(8.0, description="time in-flight requests get after SIGTERM")
 
+    # --- the prediction log (docs/monitoring.md, "Prediction log"): unset PREDICTION_LOG_DIR = off, no cost
+    prediction_log_dir: Path | None = Field(
+        None, description="write a Parquet record per classified image under this folder (Cloud Run: a bucket mount)"
+    )
+    prediction_log_flush_s: PositiveFloat = Field(60.0, description="a file at least this often while records come")
+    prediction_log_max_rows: PositiveInt = Field(10_000, description="records per file at most")
+    prediction_log_queue: PositiveInt = Field(
+        4096, description="records waiting for the writer; beyond, they are dropped and counted (a slow sink)"
+    )
+
     # --- optional token check, for hosting outside Cloud Run (there, the platform's IAM check does it)
     auth_audience: str | None = Field(None, description="require a Google-signed ID token with this audience")
     auth_certs_url: str = Field(GOOGLE_CERTS_URL, description="Google's token signing certificates (PEM format)")
@@ -106,7 +116,7 @@ class Settings(BaseSettings):
         default_factory=list, description="with AUTH_AUDIENCE: only these verified token emails may call"
     )
 
-    @field_validator("auth_audience", "model_dir", mode="before")
+    @field_validator("auth_audience", "model_dir", "prediction_log_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -64,6 +64,23 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # The prediction log (backend/predictions.py), when PREDICTION_LOG_DIR is set.
+        self.prediction_log_records = Counter(
+            "prediction_log_records", "Prediction-log records written to Parquet files", registry=r
+        )
+        self.prediction_log_files = Counter("prediction_log_files", "Prediction-log Parquet files written", registry=r)
+        self.prediction_log_write_failures = Counter(
+            "prediction_log_write_failures", "Prediction-log files that could not be written", registry=r
+        )
+        self.prediction_log_dropped = Counter(
+            "prediction_log_dropped",
+            "Prediction-log records dropped, by reason (queue_full: the writer is behind; write_failed; stopped)",
+            ["reason"],
+            registry=r,
+        )
+        self.prediction_log_queue = Gauge(
+            "prediction_log_queue", "Prediction-log records waiting for the writer thread", registry=r
+        )
         self.connections_refused = Gauge(
             "http_connections_refused",
             "Connections refused by the server's budgets since start, by reason (a count; reported as a gauge)",

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from backend.classifier import (
 from backend.config import Settings
 from backend.metrics import Metrics
 from backend.uploads import MemoryBudget, Upload
+
+if TYPE_CHECKING:
+    from backend.predictions import PredictionLog
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ def decoder_settings(classifier: Classifier, settings: Settings) -> DecoderSetti
         # BENCHMARKS.md, "Measurements behind the code").
         workers=settings.decode_processes or 2 * cpus,
         slow_workers=cpus,
+        statistics=settings.prediction_log_dir is not None,  # the prediction log's, computed on the crop
     )
 
 
@@ -110,6 +114,7 @@ class ModelService:
         # not only the batcher's queue, turns excess load into an immediate 503 before any decoding.
         self.admitted = 0
         self.capacity = settings.max_queue_size + settings.max_batch_size
+        self.prediction_log: PredictionLog | None = None  # backend.predictions: None when PREDICTION_LOG_DIR is unset
 
     def start(self) -> None:
         """Begin loading in the background: the server answers /health (and /ready with 503) meanwhile."""
@@ -204,7 +209,11 @@ class ModelService:
             self.metrics.rejected.inc()
             raise QueueFull(f"{self.admitted} images are being processed, the limit is {limit}")
 
-    async def classify(self, uploads: Sequence[Upload], top_k: int) -> list[ImageResult]:
+    async def classify(
+        self, uploads: Sequence[Upload], top_k: int, route: str = "predict", started: float | None = None
+    ) -> list[ImageResult]:
+        """``route`` and ``started`` (the request's ``time.perf_counter()``) are for the prediction log."""
+        started = time.perf_counter() if started is None else started
         classifier, batcher, decoders = self.ensure_ready()
         self.ensure_capacity(len(uploads))
         self.admitted += len(uploads)
@@ -217,15 +226,23 @@ class ModelService:
         finally:
             self.admitted -= len(uploads)
         self.metrics.images.inc(len(rows))
+        if (log := self.prediction_log) is not None:
+            for p, row in zip(prepared, rows, strict=True):
+                log.record(
+                    route, started, classifier, row, image=(p.width, p.height, p.format), statistics=p.statistics
+                )
         return [
             ImageResult(upload.filename, p, classifier.top_k(row, top_k), row)
             for upload, p, row in zip(uploads, prepared, rows, strict=True)
         ]
 
-    async def classify_pixels(self, pixels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    async def classify_pixels(
+        self, pixels: Sequence[np.ndarray], route: str = "v2", started: float | None = None
+    ) -> list[np.ndarray]:
         """Probabilities for images a client preprocessed itself (``uint8`` ``(H, W, 3)`` crops): the same
         admission, queue and batcher as ``classify``, without the decoders."""
-        _, batcher, _ = self.ensure_ready()
+        started = time.perf_counter() if started is None else started
+        classifier, batcher, _ = self.ensure_ready()
         self.ensure_capacity(len(pixels))
         self.admitted += len(pixels)
         try:
@@ -236,6 +253,10 @@ class ModelService:
         finally:
             self.admitted -= len(pixels)
         self.metrics.images.inc(len(rows))
+        if (log := self.prediction_log) is not None:
+            for crop, row in zip(pixels, rows, strict=True):  # no decode: the tensor's size, statistics from it
+                image = (crop.shape[1], crop.shape[0], "tensor")
+                log.record(route, started, classifier, row, image=image, statistics=None, crop=crop)
         return rows
 
     async def _prepare_all(self, decoders: DecoderPool, uploads: Sequence[Upload]) -> list[PreparedImage]:

@@ -31,6 +31,9 @@ class PreparedImage:
     format: str
     width: int
     height: int
+    # brightness, contrast, colourfulness, sharpness of the crop (common.image_statistics), when the decoders
+    # were asked for them (the prediction log)
+    statistics: tuple[float, float, float, float] | None = None
 
 
 class Classifier:

@@ -102,6 +102,7 @@ class DecoderSettings:
     slow_workers: int = 1  # demoted, at the lowest priority
     demote_after_s: float = 0.1
     wall_factor: float = 4.0  # an image may take 1 s + this many wall-clock seconds per CPU second (see _run)
+    statistics: bool = False  # the decoders also compute the crop's image statistics (the prediction log's)
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.slow_workers < 0:
@@ -121,7 +122,14 @@ class DecoderSettings:
 
     @property
     def worker_config(self) -> WorkerConfig:
-        return WorkerConfig(self.preprocessing, self.limits, self.cpu_seconds, self.lease_budget, self.allowance_bytes)
+        return WorkerConfig(
+            self.preprocessing,
+            self.limits,
+            self.cpu_seconds,
+            self.lease_budget,
+            self.allowance_bytes,
+            statistics=self.statistics,
+        )
 
 
 Buffer = bytes | bytearray | memoryview
@@ -358,6 +366,14 @@ class _Job:
     cpu_at_start: float = 0.0  # the process's CPU seconds when this image was sent to it
 
 
+def _statistics(value: object) -> tuple[float, float, float, float] | None:
+    """The four image statistics a decoder sent, if it sent four numbers (a decoder is not trusted)."""
+    if not isinstance(value, list) or len(value) != 4 or not all(isinstance(v, int | float) for v in value):
+        return None
+    brightness, contrast, colourfulness, sharpness = (float(v) for v in value)
+    return (brightness, contrast, colourfulness, sharpness)
+
+
 class DecoderPool:
     """Decodes and preprocesses images in worker processes, each image within a CPU and memory budget."""
 
@@ -582,7 +598,13 @@ class DecoderPool:
             return
         if header.get("status") == OK:
             array = np.frombuffer(pixels, dtype=np.uint8).reshape(self._shape)
-            prepared = PreparedImage(array, str(header["format"]), int(header["width"]), int(header["height"]))
+            prepared = PreparedImage(
+                array,
+                str(header["format"]),
+                int(header["width"]),
+                int(header["height"]),
+                _statistics(header.get("statistics")),
+            )
             job.future.set_result(prepared)
             return
         kind = str(header.get("kind"))

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
+from common.image_statistics import image_statistics
+
 from ._errors import ClassifierError, ImageError, ImageTooLarge, InvalidImage
 from ._images import ImageLimits, decode_image
 from ._preprocess import Preprocessing
@@ -71,6 +73,7 @@ class WorkerConfig:
     cpu_seconds: float  # per image
     memory_bytes: int  # the most one image may lease (the server's whole decode-memory budget)
     allowance_bytes: int = 32 << 20  # what a decode may use without asking (reserved for it by the server)
+    statistics: bool = False  # also send the crop's image statistics (common.image_statistics): ~0.3 ms an image
 
     def to_json(self) -> str:
         return json.dumps(
@@ -81,6 +84,7 @@ class WorkerConfig:
                 "cpu_seconds": self.cpu_seconds,
                 "memory_bytes": self.memory_bytes,
                 "allowance_bytes": self.allowance_bytes,
+                "statistics": self.statistics,
             }
         )
 
@@ -93,6 +97,7 @@ class WorkerConfig:
             cpu_seconds=float(data["cpu_seconds"]),
             memory_bytes=int(data["memory_bytes"]),
             allowance_bytes=int(data["allowance_bytes"]),
+            statistics=bool(data.get("statistics", False)),
         )
 
 
@@ -147,7 +152,14 @@ class _Decoder:
         preprocessing = self.config.preprocessing
         decoded = decode_image(data, self.config.limits, preprocessing.resize_size, reserve=self.lease)
         pixels = preprocessing(decoded.image)
-        header = {"status": OK, "format": decoded.format, "width": decoded.width, "height": decoded.height}
+        header: dict[str, Any] = {
+            "status": OK,
+            "format": decoded.format,
+            "width": decoded.width,
+            "height": decoded.height,
+        }
+        if self.config.statistics:
+            header["statistics"] = list(image_statistics(pixels))
         return header, pixels.tobytes()
 
     def serve(self) -> None:

@@ -86,7 +86,7 @@ async def predict(
                 max_image_bytes=settings.max_image_bytes,
                 max_request_bytes=settings.max_request_bytes,
             )
-            results = await service.classify(uploads, k)
+            results = await service.classify(uploads, k, "predict", started)
     # PredictResponse's shape (response_model documents it; tests/backend/test_predict_answer.py holds us to
     # it), written straight to JSON by pydantic-core: building the models validated every field of our own
     # answer, and FastAPI then validated the model again before serializing it (docs/profile.md: the figures).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import time
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path, Request
@@ -213,6 +214,7 @@ for _path, _endpoint, _summary in (
 async def _predict(
     request: Request, service: ModelService, settings: Settings, name: str, version: str | None
 ) -> JSONResponse:
+    started = time.perf_counter()
     _served(service, name, version)  # 503/404 before reading a body we could not use
     service.ensure_capacity()
     check_identity_encoding(request.headers)
@@ -238,6 +240,6 @@ async def _predict(
                     "The request has no image. Send it as the body (curl -T kitten.jpg ...) "
                     "or as a multipart 'data' part (curl -F data=@kitten.jpg ...).",
                 ) from None
-            results = await service.classify(uploads, TOP_K)
+            results = await service.classify(uploads, TOP_K, "torchserve", started)
     answers = [{p.label: p.probability for p in r.predictions} for r in results]
     return JSONResponse(answers[0] if len(answers) == 1 else answers)

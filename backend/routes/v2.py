@@ -7,6 +7,7 @@ memory budget, and send the images through the same service (admission, decoders
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Final
 
 import numpy as np
@@ -194,6 +195,7 @@ async def version_infer(
 async def _infer(
     request: Request, service: ModelService, settings: Settings, name: str, version: str | None
 ) -> Response:
+    started = time.perf_counter()
     classifier, facts = _served(service, settings, name, version)  # 503/404 before reading a body
     service.ensure_capacity()
     check_identity_encoding(request.headers)
@@ -207,7 +209,7 @@ async def _infer(
             else:
                 parsed = parse_infer_request(body, json_length, facts)
             if parsed.pixels is not None:
-                rows = await service.classify_pixels(list(parsed.pixels))
+                rows = await service.classify_pixels(list(parsed.pixels), "v2", started)
             else:
                 uploads = []
                 for image in parsed.images:
@@ -222,7 +224,7 @@ async def _infer(
                     buffer += image
                     uploads.append(Upload(buffer))
                 parsed.images = []  # the views into the body go before the lease empties it
-                rows = [result.probabilities for result in await service.classify(uploads, 1)]
+                rows = [result.probabilities for result in await service.classify(uploads, 1, "v2", started)]
     content, header = encode_response(
         facts,
         parsed,
