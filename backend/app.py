@@ -16,7 +16,7 @@ from backend.config import Settings, get_settings
 from backend.errors import install_error_handlers
 from backend.metrics import Metrics
 from backend.middleware import IdTokenAuthMiddleware, ObservabilityMiddleware
-from backend.routes import health, metrics, predict, torchserve, v2
+from backend.routes import explain, health, metrics, predict, torchserve, v2
 from backend.service import ClassifierFactory, ModelService, default_factory
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, classifier_factory: ClassifierF
     app.state.settings = settings
     app.state.metrics = app_metrics
     install_error_handlers(app)
-    for router in (predict.router, health.router, metrics.router, v2.router, torchserve.router):
+    for router in (predict.router, explain.router, health.router, metrics.router, v2.router, torchserve.router):
         app.include_router(router)
     if settings.auth_audience:  # optional token check; inside CORS so preflights and 401s get CORS headers
         verifier = GoogleIdTokenVerifier(settings.auth_audience, settings.auth_certs_url, settings.auth_allowed_emails)

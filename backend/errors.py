@@ -29,6 +29,7 @@ from backend.classifier import (
 )
 from backend.protocols import protocol_of
 from backend.protocols.v2 import InferenceRequestError, ModelNotFound
+from backend.saliency import InvalidClass
 from backend.schemas import ErrorResponse, TorchServeErrorResponse, V2ErrorResponse
 from backend.service import ImageFailed, NotReady
 from backend.uploads import InvalidUpload, UnsupportedUpload, UploadMemoryFull, UploadTooLarge
@@ -62,6 +63,7 @@ ANSWERS: dict[type[BaseException], Answer] = {
     UnsupportedImage: Answer(415),
     DecodeTimeout: Answer(422),
     RequestValidationError: Answer(422, "invalid_request"),
+    InvalidClass: Answer(422),
     InferenceRequestError: Answer(400),
     ModelNotFound: Answer(404),
     # who the caller is (answered by the token middleware, before any route)
@@ -156,6 +158,20 @@ PREDICT_ERRORS: dict[int | str, dict[str, object]] = {
         503: "model loading, shutting down, queue or memory budgets full, decoders busy (see Retry-After)",
         504: "the request took longer than REQUEST_TIMEOUT_S",
     }.items()
+}
+
+
+# Documented on /explain: /predict's answers, for one image and its own query parameters.
+EXPLAIN_ERRORS: dict[int | str, dict[str, object]] = {
+    **PREDICT_ERRORS,
+    413: {
+        "model": ErrorResponse,
+        "description": "image over the byte, pixel or decode-memory limit, more than one file, body too large",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "invalid query parameter (grid, class_index), or an image over its CPU budget to decode",
+    },
 }
 
 

@@ -32,6 +32,50 @@ class PredictResponse(BaseModel):
     elapsed_ms: float = Field(description="server time for the whole request")
 
 
+class CropBoxModel(BaseModel):
+    """Where the model's input crop lies on the original image (after EXIF rotation), in its pixels."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+class HeatmapImage(BaseModel):
+    media_type: Literal["image/png"] = "image/png"
+    width: int = Field(description="the original's aspect, at most 256 pixels on the longer side")
+    height: int
+    data: str = Field(description="the PNG, base64: RGBA, the colour map over the crop box, transparent elsewhere")
+
+
+class ExplainResponse(BaseModel):
+    """Occlusion sensitivity of one class on one image (POST /explain)."""
+
+    model: str = Field(examples=["efficientnet_lite0"])
+    model_version: str
+    filename: str | None = Field(description="the uploaded file's name (sanitised); null for a raw body")
+    format: str = Field(description="image format as decoded", examples=["JPEG"])
+    width: int = Field(description="original width in pixels, after EXIF rotation")
+    height: int = Field(description="original height in pixels, after EXIF rotation")
+    explained: ClassScore = Field(description="the class explained (the top class unless class_index said)")
+    predictions: list[ClassScore] = Field(description="the image's top 5 classes, most probable first")
+    method: Literal["occlusion"] = "occlusion"
+    grid: int = Field(description="cells per side: rows and columns of scores")
+    images: int = Field(description="forward passes the explanation ran: grid * grid masked crops and the image")
+    scores: list[list[float]] = Field(
+        description="rows x cols, top row first: each cell's drop over the largest drop, 0..1 (negative drops are 0)"
+    )
+    drops: list[list[float]] = Field(
+        description="rows x cols: the class's probability minus its probability with the cell masked (may be < 0)"
+    )
+    crop_box: CropBoxModel = Field(description="where the grid lies on the original image, in original pixels")
+    heatmap: HeatmapImage = Field(description="the scores as a PNG laid out like the original image")
+    colormap: list[tuple[int, int, int]] = Field(
+        description="the heat map's colours from score 0 to 1, evenly spaced (for a legend)"
+    )
+    elapsed_ms: float = Field(description="server time for the whole request")
+
+
 class ErrorResponse(BaseModel):
     detail: str = Field(description="what went wrong and what to do about it")
     code: str = Field(description="stable machine-readable reason", examples=["unsupported_image"])
