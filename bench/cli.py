@@ -30,11 +30,14 @@ from bench.report import (
 from bench.server import (
     CONFIGS,
     FAST,
+    LoadResult,
     Server,
     ServerConfig,
     cold_starts,
+    measure_interleaved,
     measure_memory,
     measure_routes,
+    prediction_log_config,
     protocol_routes,
     run_wrk,
 )
@@ -50,6 +53,7 @@ FULL = {
     "cold_starts": 3,
     "memory_requests": 1000,
     "protocol_rounds": 2,
+    "log_rounds": 2,
 }
 QUICK = {
     "model_seconds": 0.5,
@@ -59,6 +63,7 @@ QUICK = {
     "cold_starts": 2,
     "memory_requests": 250,
     "protocol_rounds": 1,
+    "log_rounds": 1,
 }
 
 
@@ -143,6 +148,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _measure_prediction_log(
+    args: argparse.Namespace, fast: Server, cache_dir: Path, workdir: Path, image: Path, label: str
+) -> tuple[list[LoadResult], int]:
+    """The fast server against one with PREDICTION_LOG_DIR set, in turn; and the records the second wrote."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]  # only here: the rest of bench does without
+
+    folder = workdir / "prediction-log"
+    with Server(prediction_log_config(folder), cache_dir, workdir) as logged:
+        rounds = measure_interleaved(
+            args.wrk,
+            [fast, logged],
+            image,
+            label,
+            max(args.clients),
+            args.log_rounds,
+            args.warmup,
+            args.duration,
+            workdir,
+        )
+    # Stopped (SIGTERM): its shutdown wrote what was still queued.
+    return rounds, sum(pq.read_metadata(f).num_rows for f in folder.rglob("*.parquet"))
+
+
 def run(args: argparse.Namespace, command: str) -> Results:
     started = time.perf_counter()
     cache_dir: Path = args.cache_dir or Settings().model_cache_dir
@@ -218,6 +246,10 @@ def run(args: argparse.Namespace, command: str) -> Results:
                         workdir,
                     )
                     results.routes = {route.key: route.title for route in routes}
+                    if args.log_rounds:  # the prediction log on against off (this server), interleaved
+                        results.prediction_log, results.prediction_log_records = _measure_prediction_log(
+                            args, server, cache_dir, workdir, vga_path, vga.label
+                        )
         for config in (FAST, *(c for c in CONFIGS if c is not FAST)):
             logger.info("cold start, %s", config.key)
             results.cold_starts[config.key] = cold_starts(config, cache_dir, workdir, args.cold_starts)

@@ -21,7 +21,7 @@ from backend.config import Settings
 from bench.batch import TARGET as BATCH_TARGET
 from bench.batch import BatchRun
 from bench.inprocess import RuntimeCeiling
-from bench.server import CONFIGS, LoadResult, MemorySample, ServerConfig
+from bench.server import CONFIGS, PREDICTION_LOG, LoadResult, MemorySample, ServerConfig
 
 SECTIONS = (
     "## Targets",
@@ -29,6 +29,7 @@ SECTIONS = (
     "## In-process ceiling",
     "## Server over HTTP",
     "## Standard protocols",
+    "## Prediction log",
     "## Latency of a 12-megapixel photo",
     "## Cold start",
     "## Memory",
@@ -56,6 +57,8 @@ class Results:
     protocols: list[LoadResult] = field(default_factory=list)  # /predict and the protocols, round by round
     routes: dict[str, str] = field(default_factory=dict)  # each route's key: its request, in a few words
     batch: BatchRun | None = None  # python -m backend.batch, one task (bench/batch.py)
+    prediction_log: list[LoadResult] = field(default_factory=list)  # fast and log servers, round by round
+    prediction_log_records: int = 0  # what the log server wrote (Parquet rows)
     seconds: float = 0.0
     load_average_after: str = ""
 
@@ -64,6 +67,11 @@ class Results:
             if (result.config, result.image, result.clients) == (config, image, clients):
                 return result
         return None
+
+    def prediction_log_totals(self) -> dict[str, LoadResult]:
+        """The prediction-log comparison's rounds, one per server (``fast`` first), as ``route_totals``."""
+        keys = sorted({r.config for r in self.prediction_log}, key=lambda key: (key != "fast", key))
+        return {key: combine([r for r in self.prediction_log if r.config == key]) for key in keys}
 
     def rss_at(self, requests: int) -> int | None:
         return next((s.rss_bytes for s in self.memory if s.requests == requests), None)
@@ -224,6 +232,18 @@ def targets(results: Results) -> list[Target]:
                 ratio >= BATCH_TARGET,
             )
         )
+    logged = results.prediction_log_totals()
+    if "fast" in logged and PREDICTION_LOG in logged:
+        off, on = logged["fast"].per_second, logged[PREDICTION_LOG].per_second
+        ratio = _ratio(on, off)
+        found.append(
+            Target(
+                f"server with the prediction log on vs off, {logged['fast'].clients} clients (interleaved rounds)",
+                f"{on:.1f} / {off:.1f} images/s = {ratio:.3f}x",
+                ">= 0.97x",
+                ratio >= 0.97,
+            )
+        )
     return found
 
 
@@ -313,6 +333,7 @@ def markdown(results: Results, plot: Path | None, output: Path) -> str:
     parts += _ceiling_section(results, opts)
     parts += _server_section(results, plot, output, opts)
     parts += _protocol_section(results, opts)
+    parts += _prediction_log_section(results, opts)
     parts += _phone_section(results)
     parts += _cold_section(results)
     parts += _memory_section(results)
@@ -512,6 +533,39 @@ def _protocol_section(results: Results, opts: dict[str, Any]) -> list[str]:
             ],
             rows,
         ),
+        "",
+    ]
+
+
+def _prediction_log_section(results: Results, opts: dict[str, Any]) -> list[str]:
+    parts = ["## Prediction log", ""]
+    totals = results.prediction_log_totals()
+    off, on = totals.get("fast"), totals.get(PREDICTION_LOG)
+    if off is None or on is None:
+        return [*parts, "Not measured in this run.", ""]
+    rounds = sum(1 for r in results.prediction_log if r.config == "fast")
+    rows = [
+        [
+            title,
+            f"**{r.per_second:,.1f}**",
+            f"{_ratio(r.per_second, off.per_second):.3f}x",
+            _num(r.p50_ms, 2),
+            _num(r.p99_ms, 2),
+            f"{r.requests:,}",
+            str(r.errors),
+            f"{r.server_cores:.2f}",
+        ]
+        for title, r in (("off (the defaults)", off), ("on (PREDICTION_LOG_DIR set)", on))
+    ]
+    return [
+        *parts,
+        f"The fast server against the same with the prediction log on (a Parquet record per image, written by "
+        f"a thread; the decoders compute the image statistics), {off.clients} connections posting the "
+        f"{off.image} JPEG: {rounds} round(s) of the two servers in turn, each run {opts['duration']} s after a "
+        f"{opts['warmup']} s warm-up. images/s is over all rounds; latencies are the median of the rounds'. "
+        f"The logging server wrote {results.prediction_log_records:,} records.",
+        "",
+        _table(["prediction log", "images/s", "vs off", "p50 ms", "p99 ms", "requests", "errors", "server CPUs"], rows),
         "",
     ]
 

@@ -47,6 +47,15 @@ NAIVE = ServerConfig(
 )
 FAST = ServerConfig("fast", "the defaults (OpenVINO, dynamic batching)", {})
 CONFIGS = (NAIVE, FAST)
+PREDICTION_LOG = "log"  # the fast server with the prediction log on (measured against FAST, interleaved)
+
+
+def prediction_log_config(folder: Path) -> ServerConfig:
+    return ServerConfig(
+        PREDICTION_LOG,
+        "the defaults with PREDICTION_LOG_DIR set (the prediction log on)",
+        {"PREDICTION_LOG_DIR": str(folder)},
+    )
 
 
 def free_port() -> int:
@@ -274,6 +283,32 @@ def measure_routes(
             )
             run_wrk(wrk, server, route.body, label, clients, warmup, workdir, route)  # warm-up, not counted
             result = run_wrk(wrk, server, route.body, label, clients, seconds, workdir, route)
+            logger.info("  %.1f images/s, p50 %.2f ms, errors %d", result.per_second, result.p50_ms, result.errors)
+            results.append(result)
+    return results
+
+
+def measure_interleaved(
+    wrk: str,
+    servers: list[Server],
+    image: Path,
+    label: str,
+    clients: int,
+    rounds: int,
+    warmup: int,
+    seconds: int,
+    workdir: Path,
+) -> list[LoadResult]:
+    """Each server in turn, ``rounds`` times (interleaved, so a change in the machine's load touches them alike),
+    each run after a warm-up. One result per server and round (its ``config`` says which)."""
+    results: list[LoadResult] = []
+    for round_number in range(1, rounds + 1):
+        for server in servers:
+            logger.info(
+                "%s server, %s, %d clients, round %d of %d", server.config.key, label, clients, round_number, rounds
+            )
+            run_wrk(wrk, server, image, label, clients, warmup, workdir)  # warm-up, not counted
+            result = run_wrk(wrk, server, image, label, clients, seconds, workdir)
             logger.info("  %.1f images/s, p50 %.2f ms, errors %d", result.per_second, result.p50_ms, result.errors)
             results.append(result)
     return results

@@ -112,6 +112,11 @@ def _verdicts_from_figures(results: dict[str, Any]) -> list[bool]:
         for route in ("predict", "torchserve", "v2-binary")
         for rounds in [[r for r in results["protocols"] if r["route"] == route]]
     }
+    logged = {
+        config: sum(r["requests"] for r in rounds) / sum(r["seconds"] for r in rounds)
+        for config in ("fast", "log")
+        for rounds in [[r for r in results["prediction_log"] if r["config"] == config]]
+    }
     return [
         fast["per_second"] / default["ceiling"]["rate"]["per_second"] >= 0.9,
         fast["per_second"] / naive["per_second"] >= 3,
@@ -122,6 +127,7 @@ def _verdicts_from_figures(results: dict[str, Any]) -> list[bool]:
         rates["torchserve"] / rates["predict"] >= 0.95,
         rates["v2-binary"] / rates["predict"] >= 0.95,
         results["batch"]["per_second"] / default["ceiling"]["rate"]["per_second"] >= 0.9,  # bench/batch.py
+        logged["log"] / logged["fast"] >= 0.97,  # the prediction log on vs off
     ]
 
 
