@@ -8,6 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BACKEND_PORT ?= 8000
 FRONTEND_PORT ?= 8501
+PLOTTER_PORT ?= 8090
 PYTEST_ARGS ?=
 # The one tool beyond Python and make: uv, from PyPI, at the version the dev group in pyproject.toml pins
 # (tests/test_dependencies.py checks that the two agree).
@@ -16,7 +17,7 @@ UV ?= $(BIN)/uv
 # Where `make requirements` writes the requirements_*.txt files (the test regenerates them elsewhere).
 REQUIREMENTS_DIR ?= .
 
-.PHONY: run backend frontend cloud-run-local test clients check lint fmt typecheck bench bench-peers mutate prefetch clean venv lock requirements
+.PHONY: run backend frontend plotter cloud-run-local test clients check lint fmt typecheck bench bench-peers mutate prefetch clean venv lock requirements
 
 # uv, bootstrapped into the venv with pip when missing (a fresh machine has only Python and make).
 $(BIN)/uv:
@@ -69,6 +70,13 @@ backend: prefetch
 
 frontend: venv
 	BACKEND_URL=http://127.0.0.1:$(BACKEND_PORT) PORT=$(FRONTEND_PORT) $(BIN)/python -m frontend
+
+# The optional R plotting service (plotter/, README "Optional: the R plotting service"): needs R with Debian's
+# r-cran-plumber, r-cran-ggplot2 and r-cran-ragg. The frontend draws its charts with
+# PLOTTER_URL=http://127.0.0.1:$(PLOTTER_PORT) make frontend
+plotter:
+	@command -v Rscript >/dev/null || { echo "Rscript not found: apt-get install -y --no-install-recommends r-cran-plumber r-cran-ggplot2 r-cran-ragg"; exit 1; }
+	HOST=127.0.0.1 PORT=$(PLOTTER_PORT) Rscript plotter/main.R
 
 # Both images (podman) run as Cloud Run runs them, found and called through local stand-ins for the
 # metadata server, the Admin API and Google's certificates; prints the page's URL; Ctrl-C stops.
