@@ -175,6 +175,7 @@ def test_a_missing_plotter_service_is_a_short_failure(frontend_env: None, result
 # --- budgets: a slow, down or wrong plotter costs a page run at most PLOTTER_TIMEOUT_S, once
 
 
+@pytest.mark.slow  # waits out the budget (1 s)
 def test_a_slow_plotter_costs_at_most_the_budget_then_nothing(
     frontend_env: None, fake_plotter: tuple[FakeServer, list[Reply]], results: list[Classification]
 ) -> None:
@@ -187,7 +188,7 @@ def test_a_slow_plotter_costs_at_most_the_budget_then_nothing(
             client.chart(results, "compare", 800, 450)
         waited = time.monotonic() - started
         assert caught.value.kind == "slow"
-        assert 0.9 <= waited < 2.0, waited
+        assert 0.9 <= waited < 3.0, waited  # the budget, not the plotter's 30 s
         # the page runs after it are not held up again (the plotter is left alone for a while)
         started = time.monotonic()
         with pytest.raises(PlotterError):
@@ -198,6 +199,7 @@ def test_a_slow_plotter_costs_at_most_the_budget_then_nothing(
         client.close()
 
 
+@pytest.mark.slow  # waits for the late chart
 def test_a_chart_that_comes_late_is_shown_at_the_next_page_run(
     frontend_env: None, fake_plotter: tuple[FakeServer, list[Reply]], results: list[Classification]
 ) -> None:

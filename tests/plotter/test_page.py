@@ -16,6 +16,8 @@ from tests.helpers import ROOT
 from tests.helpers.fakes import BackendBehaviour, FakeServer, Reply, fake_backend, running
 from tests.plotter.conftest import RunningPlotter
 
+pytestmark = pytest.mark.slow  # page runs with AppTest: a second or two each
+
 APP = str(ROOT / "frontend" / "app.py")
 EXPANDER = "Chart (R/ggplot2)"
 
@@ -103,8 +105,9 @@ def test_a_slow_plotter_costs_a_page_run_its_budget_once_and_the_page_still_rend
         waited = pick_cat(page)
         assert any(s.value.startswith("Most likely:") for s in page.subheader)  # the results are there
         assert "No chart this time: The chart did not come within 1 s." in captions(page)
-        # the budget (1 s) and the page's own work (a fake backend: milliseconds), far from the plotter's 30 s
-        assert 1.0 <= waited < 4.0, waited
+        # the budget (1 s) and the page's own work (a fake backend: milliseconds; more on a busy machine), far
+        # from the plotter's 30 s
+        assert 1.0 <= waited < 8.0, waited
         started = time.monotonic()
         run(page)  # the next run does not wait again
         again = time.monotonic() - started
@@ -124,7 +127,6 @@ def test_a_broken_plotter_is_one_caption(page: AppTest, backend: FakeServer, mon
     assert not page.error
 
 
-@pytest.mark.slow
 def test_the_real_plotters_chart_on_the_page(
     page: AppTest, backend: FakeServer, plotter: RunningPlotter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
