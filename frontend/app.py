@@ -11,15 +11,18 @@ import secrets
 
 import streamlit as st
 
-from frontend.backend_client import Backend, BackendError, BackendStatus, Classification, ImageInput
+from frontend.backend_client import Backend, BackendError, BackendStatus, Classification, Explanation, ImageInput
 from frontend.config import ConfigError, FrontendSettings
 from frontend.logs import configure_logging
+from frontend.overlay import OverlayError, colour_bar, overlay
 from frontend.plotter_client import ChartKind, Plotter, PlotterError, chart_size, plotter_configured
 from frontend.presentation import (
     config_error_text,
     error_text,
     escape_markdown,
+    explanation_error_text,
     image_error_text,
+    influence_legend,
     input_caption,
     location_caption,
     location_text,
@@ -38,6 +41,7 @@ from frontend.samples import SAMPLES, SAMPLES_BY_KEY
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 MAX_TOP_K = 10
 RESULT_CACHE_SIZE = 100
+EXPLANATION_CACHE_SIZE = 50  # heat maps over previews: about 50 kB each
 
 Outcome = Classification | BackendError
 
@@ -163,8 +167,50 @@ def classify(backend: Backend, images: list[ImageInput], top_k: int, url: str) -
     return [outcomes[i] for i in range(len(images))]
 
 
+def show_photo(backend: Backend, image: ImageInput, preview: bytes, url: str, position: int) -> None:
+    """The photo, and a toggle that lays the heat map of where the model looked over it (``POST /explain``,
+    asked once per image and backend in a session, as ``classify`` remembers results; failures are retried)."""
+    digest = hashlib.sha256(image.data).hexdigest()
+    wanted = st.toggle(
+        "Show where the model looked",
+        key=f"explain-{position}-{digest[:16]}",
+        help="Greys out each part of the photo in turn and asks the model again: the parts whose loss costs the "
+        "top class most are coloured hottest. Takes the backend about 50 classifications.",
+    )
+    caption = escape_markdown(image.filename)
+    if not wanted:
+        st.image(preview, caption=caption, width="stretch")
+        return
+    cache: dict[tuple[str, str], tuple[Explanation, bytes, bytes]] = st.session_state.setdefault("explanations", {})
+    key = (digest, url)
+    if key not in cache:
+        try:
+            with st.spinner("Finding where the model looked…"):
+                explanation = backend.explain(image)
+            cache[key] = (explanation, overlay(preview, explanation.heatmap_png), colour_bar(explanation.colormap))
+        except (BackendError, OverlayError) as exc:
+            st.image(preview, caption=caption, width="stretch")
+            error = (
+                exc if isinstance(exc, BackendError) else BackendError("server_error", "Its heat map is unreadable.")
+            )
+            st.warning(explanation_error_text(error), icon=":material/visibility_off:")
+            return
+        while len(cache) > EXPLANATION_CACHE_SIZE:
+            del cache[next(iter(cache))]
+    explanation, picture, legend = cache[key]
+    st.image(picture, caption=caption, width="stretch")
+    st.image(legend, width="stretch")
+    st.caption(influence_legend(explanation.label))
+
+
 def show_results(
-    images: list[ImageInput], outcomes: list[Outcome], previews: list[bytes | None], status: BackendStatus
+    images: list[ImageInput],
+    outcomes: list[Outcome],
+    previews: list[bytes | None],
+    status: BackendStatus,
+    *,
+    backend: Backend | None = None,
+    url: str = "",
 ) -> None:
     # A problem with the backend itself is shown once, not once per image, nor again when the status above
     # already says it (the same kind of problem: the requests failed for the reason the status gave).
@@ -181,12 +227,14 @@ def show_results(
             st.error(error_text(error), icon=":material/cloud_off:")
     if backend_errors and said is None:  # otherwise the status's Retry button is on the page already
         st.button("Retry", key="retry", type="primary")
-    for image, outcome, shown in zip(images, outcomes, previews, strict=True):
+    for position, (image, outcome, shown) in enumerate(zip(images, outcomes, previews, strict=True)):
         with st.container(border=True):
             left, right = st.columns([1, 2])
             with left:
                 if shown is None:
                     st.info(no_preview_text(image.filename))
+                elif backend is not None and isinstance(outcome, Classification):
+                    show_photo(backend, image, shown, url, position)
                 else:
                     st.image(shown, caption=escape_markdown(image.filename), width="stretch")
             with right:
@@ -248,7 +296,7 @@ def main() -> None:
     previews = get_previewer().submit([image.data for image in images])
     url = status.location.url if status.location else ""
     outcomes = classify(backend, images, top_k, url)
-    show_results(images, outcomes, [preview.result() for preview in previews], status)
+    show_results(images, outcomes, [preview.result() for preview in previews], status, backend=backend, url=url)
     show_plotter_chart(settings, outcomes)
 
 

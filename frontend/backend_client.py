@@ -8,6 +8,8 @@ token, within one deadline and up to a size cap (``frontend._transport``). Every
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import time
@@ -51,6 +53,7 @@ __all__ = [
     "ClassProbability",
     "Classification",
     "ErrorKind",
+    "Explanation",
     "ImageInput",
     "ServedModel",
     "megabytes",
@@ -70,6 +73,8 @@ ErrorKind = Literal[
     "rejected",  # 4xx: this image (or request) is wrong; other images are unaffected
     "server_error",  # 5xx or an answer that is not the documented JSON
 ]
+# The heat map of an explanation: an RGBA PNG of at most 256 x 256 pixels (a few tens of kB).
+MAX_HEATMAP_BYTES = 512 * 1024
 # A backend that has not answered this frontend yet and refuses connections is taken to be starting for
 # this long after the first try (``make run`` starts both at once; a container takes a moment to listen).
 STARTING_GRACE_S = 60.0
@@ -129,6 +134,19 @@ class Classification:
     backend_ms: float  # the backend's own elapsed_ms
     round_trip_ms: float  # measured here: network, queueing and the backend together
     model_version: str = ""  # the content hash of the model that answered ("" from a backend that does not say)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Where in an image the model sees a class (``POST /explain``): a heat map laid out like the image."""
+
+    label: str  # the class explained (the image's top class)
+    probability: float
+    grid: int  # cells per side of the occlusion grid
+    heatmap_png: bytes  # RGBA, the original's aspect, transparent outside the model's crop
+    colormap: tuple[tuple[int, int, int], ...]  # the heat map's colours from least to most influence
+    backend_ms: float
+    round_trip_ms: float
 
 
 @dataclass(frozen=True)
@@ -410,6 +428,36 @@ class Backend:
         )
         return result
 
+    def explain(self, image: ImageInput) -> Explanation:
+        """Where the backend's model sees the image's top class (``POST /explain``, its default grid); raise
+        BackendError as ``predict`` does. Costs the backend about 50 forward passes: asked only on request."""
+        started = time.perf_counter()
+        response = self._request(
+            "POST",
+            "/explain",
+            self.settings.backend_timeout_s,
+            files={"file": (image.filename, image.data, image.content_type)},
+        )
+        round_trip_ms = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            error = self._error_from_response(response, self.locations.known)
+            logger.warning(
+                "explanation failed",
+                extra={"image": image.filename, "status": response.status_code, "code": error.code},
+            )
+            raise error
+        try:
+            explanation = _parse_explanation(response.json(), round_trip_ms)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, binascii.Error) as exc:
+            raise BackendError(
+                "server_error", "The backend's answer was not the expected JSON.", response.text[:200]
+            ) from exc
+        logger.info(
+            "explained an image",
+            extra={"image": image.filename, "label": explanation.label, "round_trip_ms": round(round_trip_ms, 1)},
+        )
+        return explanation
+
     def predict_many(self, images: Sequence[ImageInput], top_k: int) -> list[Classification | BackendError]:
         """One request per image, a few at a time (the backend batches concurrent requests together).
 
@@ -530,6 +578,26 @@ def _parse_prediction(body: Mapping[str, Any], round_trip_ms: float, top_k: int)
         backend_ms=float(body["elapsed_ms"]),
         round_trip_ms=round_trip_ms,
         model_version=_short(str(body.get("model_version") or ""), 64),
+    )
+
+
+def _parse_explanation(body: Mapping[str, Any], round_trip_ms: float) -> Explanation:
+    """The /explain answer; its PNG is checked to be one (and small) here, decoded only where it is shown."""
+    png = base64.b64decode(str(body["heatmap"]["data"]), validate=True)
+    if not png.startswith(b"\x89PNG\r\n\x1a\n") or len(png) > MAX_HEATMAP_BYTES:
+        raise ValueError("the heat map is not a PNG of the expected size")
+    explained = body["explained"]
+    colormap = tuple((int(r), int(g), int(b)) for r, g, b in list(body["colormap"])[:64])
+    if len(colormap) < 2 or not all(0 <= v <= 255 for rgb in colormap for v in rgb):
+        raise ValueError("the colour map is not a list of RGB colours")
+    return Explanation(
+        label=_short(str(explained["label"]), 200),
+        probability=_probability(explained["probability"]),
+        grid=int(body["grid"]),
+        heatmap_png=png,
+        colormap=colormap,
+        backend_ms=float(body["elapsed_ms"]),
+        round_trip_ms=round_trip_ms,
     )
 
 

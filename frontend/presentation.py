@@ -186,3 +186,13 @@ def status_line(status: BackendStatus) -> str:
         "auth": "No identity token",
     }
     return names.get(status.state) or f"Not ready ({escape_markdown(status.state)})"
+
+
+def influence_legend(label: str) -> str:
+    """Under the heat map's colour bar: what its colours mean, for the class it explains."""
+    return f"low → high influence on {escape_markdown(label)}"
+
+
+def explanation_error_text(error: BackendError) -> str:
+    """A failed explanation, in one short line: the headline of what went wrong (busy, too slow, ...)."""
+    return f"Where the model looked cannot be shown now. {escape_markdown(error.title)}"
