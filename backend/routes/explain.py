@@ -13,7 +13,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from backend.deps import ServiceDep, SettingsDep
 from backend.errors import EXPLAIN_ERRORS
@@ -34,6 +34,7 @@ from backend.uploads import read_uploads
 
 router = APIRouter(tags=["explain"])
 
+MAX_CLASS_INDEX = 1_000_000  # above any model's; the model's own count is checked once it is loaded
 # The classes listed beside the explained one, as /predict's default top_k.
 TOP_K = 5
 
@@ -82,18 +83,15 @@ async def explain(
     service: ServiceDep,
     settings: SettingsDep,
     grid: Annotated[
-        int | None,
+        # The bounds on the integer itself, so that the schema says them in JSON Schema's terms (minimum, maximum).
+        Annotated[int, Field(ge=MIN_GRID, le=MAX_GRID)],
         BeforeValidator(decimal_integer),
-        Query(
-            ge=MIN_GRID,
-            le=MAX_GRID,
-            description=f"cells per side (default {DEFAULT_GRID}); the explanation runs grid * grid + 1 images",
-        ),
-    ] = None,
+        Query(description="cells per side; the explanation runs grid * grid + 1 images"),
+    ] = DEFAULT_GRID,
     class_index: Annotated[
-        int | None,
+        Annotated[int, Field(ge=0, le=MAX_CLASS_INDEX)] | None,
         BeforeValidator(decimal_integer),
-        Query(ge=0, le=1_000_000, description="the class to explain (default: the image's top class)"),
+        Query(description="the class to explain (default: the image's top class)"),
     ] = None,
 ) -> Response:
     """Occlusion sensitivity: the crop the model sees is cut into grid x grid cells, each cell in turn is
@@ -107,7 +105,7 @@ async def explain(
     """
     started = time.perf_counter()
     classifier, _, _ = service.ensure_ready()  # answer 503 before reading a body we could not use
-    cells = (grid or DEFAULT_GRID) ** 2
+    cells = grid**2
     # An explanation holds at most a full request's worth of images at once (MAX_FILES), each chunk admitted
     # on its own: it never takes more of the queue than a multi-image /predict, and the share kept for
     # one-image requests stays theirs (ModelService.ensure_capacity).
@@ -134,7 +132,7 @@ async def explain(
                 result.prepared.pixels,
                 index,
                 float(result.probabilities[index]),
-                grid=grid or DEFAULT_GRID,
+                grid=grid,
                 fill=fill_colour(classifier.info.preprocessing),
                 infer=service.classify_pixels,
                 chunk=chunk,
