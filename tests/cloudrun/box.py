@@ -52,6 +52,7 @@ import pytest
 
 from tests.cloudrun.metadata import MetadataState, metadata_env, metadata_server
 from tests.containers import cloudbuild
+from tests.containers.cloudrun_limits import ingress_args
 from tests.containers.podman import Container, build_image, container, podman_executable
 from tests.helpers import ROOT, free_port
 from tests.helpers.fakes import CloudRunState, FakeServer, fake_cloud_run_api
@@ -131,7 +132,7 @@ def read_deployment(config: Mapping[str, Any] | None = None) -> Deployment:
             bindings.append((args[3], cloudbuild.flag_value(args, "--member"), cloudbuild.flag_value(args, "--role")))
 
     def revision(service: str) -> Revision:
-        args = deploys[service]
+        args = ingress_args(deploys[service])  # the service's flags and its ingress container's
         env: dict[str, str] = {}
         for text in cloudbuild.flag_values(args, "--set-env-vars"):
             env.update(cloudbuild.key_values(text))

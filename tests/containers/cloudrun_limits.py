@@ -45,11 +45,17 @@ PREDEFINED_ROLES: Mapping[str, str] = {
     "roles/iam.serviceAccountUser": "https://cloud.google.com/iam/docs/roles-permissions/iam#iam.serviceAccountUser",
     "roles/logging.logWriter": "https://cloud.google.com/iam/docs/roles-permissions/logging#logging.logWriter",
     "roles/logging.viewer": "https://cloud.google.com/iam/docs/roles-permissions/logging#logging.viewer",
+    "roles/monitoring.metricWriter": (
+        "https://cloud.google.com/iam/docs/roles-permissions/monitoring#monitoring.metricWriter"
+    ),
     "roles/artifactregistry.reader": (
         "https://cloud.google.com/iam/docs/roles-permissions/artifactregistry#artifactregistry.reader"
     ),
     "roles/artifactregistry.writer": (
         "https://cloud.google.com/iam/docs/roles-permissions/artifactregistry#artifactregistry.writer"
+    ),
+    "roles/secretmanager.secretAccessor": (
+        "https://cloud.google.com/iam/docs/roles-permissions/secretmanager#secretmanager.secretAccessor"
     ),
     "roles/storage.objectViewer": "https://cloud.google.com/iam/docs/roles-permissions/storage#storage.objectViewer",
     "roles/storage.objectUser": "https://cloud.google.com/iam/docs/roles-permissions/storage#storage.objectUser",
@@ -188,8 +194,96 @@ def check_probe(flag: str, value: str, container_port: str | None) -> list[str]:
     return problems
 
 
+def split_containers(args: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """A ``gcloud run deploy``'s arguments as gcloud reads them (``gcloud run deploy --help``: "Flags
+    following --container will apply to the specified container"): those before the first ``--container``,
+    and each container's own, by name. No ``--container``: everything is in the first list."""
+    service: list[str] = []
+    named: dict[str, list[str]] = {}
+    current = service
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--container" and index + 1 < len(args):
+            current = named.setdefault(args[index + 1], [])
+            index += 2
+            continue
+        if arg.startswith("--container="):
+            current = named.setdefault(arg.removeprefix("--container="), [])
+        else:
+            current.append(arg)
+        index += 1
+    return service, named
+
+
+def ingress_args(args: Sequence[str]) -> list[str]:
+    """The service's arguments followed by its ingress container's (the one container with ``--port``):
+    what a single-container deploy says in one list. A deploy without ``--container`` is returned as is."""
+    service, named = split_containers(args)
+    if not named:
+        return list(args)
+    ingress = [own for own in named.values() if flag_values(own, "--port")]
+    assert len(ingress) == 1, f"expected one container with --port (the ingress) among {sorted(named)}"
+    return [*service, *ingress[0]]
+
+
+def check_sidecar(args: Sequence[str]) -> list[str]:
+    """A sidecar container's own flags: its CPU is one of the per-container values ``gcloud run deploy
+    --help`` lists (fractional values below 1, then whole CPUs), its memory in Mi/Gi within what that CPU
+    allows, its probes well-formed (on its own port: no container port to match)."""
+    problems: list[str] = []
+    cpu_text = last_value(args, "--cpu")
+    cpu = None if cpu_text is None else cpu_value(cpu_text)
+    if cpu_text is not None and cpu is None:
+        problems.append(f"--cpu={cpu_text!r} is not a number of vCPUs")
+    elif cpu is not None and not (Decimal("0.08") <= cpu < 1 or cpu in WHOLE_CPUS):
+        problems.append(f"--cpu={cpu_text}: a container takes 0.08 to 1 or {', '.join(map(str, WHOLE_CPUS))} CPUs")
+    memory_text = last_value(args, "--memory")
+    if memory_text is not None:
+        memory = memory_bytes(memory_text)
+        if memory is None:
+            problems.append(f"--memory={memory_text!r}: write it in Mi or Gi (e.g. 512Mi, 2Gi)")
+        elif cpu is not None and cpu < 1 and memory > (512 * MiB if cpu < Decimal("0.5") else GiB):
+            problems.append(f"--cpu={cpu_text} allows at most {512 if cpu < Decimal('0.5') else 1024} MiB")
+    if last_value(args, "--port") is not None:
+        problems.append("--port: only the ingress container receives requests")
+    for flag in PROBE_KEYS:
+        for value in flag_values(args, flag):
+            problems.extend(check_probe(flag, value, None))
+    return problems
+
+
 def check_deploy(args: Sequence[str]) -> list[str]:
-    """Problems with the values of a ``gcloud run deploy`` (args after ``gcloud``), by Cloud Run's limits."""
+    """Problems with the values of a ``gcloud run deploy`` (args after ``gcloud``), by Cloud Run's limits.
+
+    With several containers (``--container``), the instance's rules are checked on the service's flags with
+    the ingress container's (as for one container), each sidecar's own size and probes per container, and
+    every ``--depends-on`` must name a container of the deploy. What several containers add up to is not
+    checked: the pages cited above give no rule for the sum.
+    """
+    service, named = split_containers(args)
+    if not named:
+        return _check_instance(args)
+    problems: list[str] = []
+    ingress = [name for name, own in named.items() if flag_values(own, "--port")]
+    if len(ingress) != 1:
+        problems.append(f"exactly one container must have --port (the ingress container), not {ingress}")
+    for name, own in named.items():
+        if name in ingress:
+            problems.extend(_check_instance([*service, *own]))
+        else:
+            problems.extend(f"--container={name}: {problem}" for problem in check_sidecar(own))
+        for value in flag_values(own, "--depends-on"):
+            problems.extend(
+                f"--container={name}: --depends-on={dependency} is not a container of this deploy"
+                for dependency in value.split(",")
+                if dependency not in named or dependency == name
+            )
+    return problems
+
+
+def _check_instance(args: Sequence[str]) -> list[str]:
+    """The instance's rules, for a single container's deploy (or the service's flags and its ingress's)."""
     problems: list[str] = []
     gen1 = last_value(args, "--execution-environment") == "gen1"
     environment = last_value(args, "--execution-environment")

@@ -20,6 +20,7 @@ import pytest
 from backend.config import Settings
 from frontend.config import FrontendSettings
 from tests.containers import cloudbuild
+from tests.containers.cloudrun_limits import ingress_args
 from tests.helpers import ROOT, need_executable
 
 REPOSITORY = r"\$\{_REGION\}-docker\.pkg\.dev/\$\{PROJECT_ID\}/\$\{_REPOSITORY\}/"
@@ -93,7 +94,7 @@ def test_images_are_tagged_with_the_commit_and_deployed_as_built(
         assert sorted(tags) == sorted([commit[0], f"{repository}:latest"])  # :latest is the next build's cache
         # every local tag of the image is pushed: the commit, :latest (and the backend's :model-stage)
         assert raw_args(by_id[f"push-{side}"]) == ["push", "--all-tags", repository]
-        assert cloudbuild.flag_value(raw_args(by_id[f"deploy-{side}"]), "--image") == commit[0]
+        assert cloudbuild.flag_value(ingress_args(raw_args(by_id[f"deploy-{side}"])), "--image") == commit[0]
         images[side] = commit[0]
     assert config["images"] == [images["backend"], images["frontend"]]
 
@@ -152,7 +153,7 @@ def test_backend_build_args_are_arguments_of_the_dockerfile(by_id: dict[str, dic
 def test_backend_is_private_and_ready_only_when_the_model_is(
     by_id: dict[str, dict[str, Any]], values: dict[str, str]
 ) -> None:
-    args = cloudbuild.step_args(by_id["deploy-backend"], values)
+    args = ingress_args(cloudbuild.step_args(by_id["deploy-backend"], values))  # the service's and the backend's
     assert args[:3] == ["run", "deploy", values["_BACKEND_SERVICE"]]
     assert "--no-allow-unauthenticated" in args
     assert "--allow-unauthenticated" not in args
@@ -176,7 +177,7 @@ def test_liveness_probe_restarts_a_wedged_backend_and_only_a_wedged_one(
 ) -> None:
     """/health answers 503 once a forward pass or decode has run past STALL_TIMEOUT_S; the probe must act
     on that within about as long again, yet not on one slow answer from a busy instance."""
-    args = cloudbuild.step_args(by_id["deploy-backend"], values)
+    args = ingress_args(cloudbuild.step_args(by_id["deploy-backend"], values))
     liveness = cloudbuild.key_values(cloudbuild.flag_value(args, "--liveness-probe"))
     assert (liveness["httpGet.path"], liveness["httpGet.port"]) == ("/health", cloudbuild.flag_value(args, "--port"))
     period, timeout, failures = (int(liveness[k]) for k in ("periodSeconds", "timeoutSeconds", "failureThreshold"))
@@ -298,7 +299,8 @@ def test_gcloud_accepts_every_command_of_the_build(
     for step in by_id.values():
         if step.get("entrypoint") == "gcloud":
             args = cloudbuild.step_args(step, values)
-            commands.append(shlex.join(["gcloud", *args, f"--project={values['PROJECT_ID']}"]))
+            # --project first: after a --container, gcloud takes only that container's flags
+            commands.append(shlex.join(["gcloud", f"--project={values['PROJECT_ID']}", *args]))
     assert len(commands) == 4
     with ThreadPoolExecutor(4) as pool:
         results = dict(zip(commands, pool.map(lambda c: cloudbuild.run_gcloud(gcloud, c), commands), strict=True))
