@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,17 +19,28 @@ from backend.metrics import Metrics
 from backend.middleware import IdTokenAuthMiddleware, ObservabilityMiddleware
 from backend.routes import explain, health, metrics, predict, torchserve, v2
 from backend.service import ClassifierFactory, ModelService, default_factory
+from backend.tracing import install as install_tracing
+from common.tracing import logs_traces, set_log_project
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, classifier_factory: ClassifierFactory = default_factory) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    classifier_factory: ClassifierFactory = default_factory,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The app; ``tracer_provider`` traces its requests whatever TRACE_EXPORTER says (tests: an in-memory one)."""
     settings = settings or get_settings()
     app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = ModelService(settings, app_metrics, classifier_factory)
+        service.tracing = tracing
         if settings.prediction_log_dir is not None:  # else no thread, no queue, and pyarrow is not imported
             from backend.predictions import PredictionLog
 
@@ -41,6 +53,8 @@ def create_app(settings: Settings | None = None, classifier_factory: ClassifierF
             await service.stop(settings.shutdown_grace_s)
             if service.prediction_log is not None:  # writes what is queued, within the grace period
                 await asyncio.to_thread(service.prediction_log.close, settings.shutdown_grace_s)
+            if tracing is not None:
+                tracing.close()
 
     app = FastAPI(
         title="Image classifier",
@@ -61,7 +75,15 @@ def create_app(settings: Settings | None = None, classifier_factory: ClassifierF
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
-    app.add_middleware(ObservabilityMiddleware, metrics=app_metrics, access_log=settings.access_log)
+    set_log_project(settings.google_cloud_project)
+    tracing = install_tracing(app, settings, tracer_provider)  # None (and nothing installed) when off
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=app_metrics,
+        access_log=settings.access_log,
+        # Tracing off, on Cloud Run (or with a project id): log lines still carry Cloud Run's trace.
+        cloud_trace_header=tracing is None and logs_traces(),
+    )
     return app
 
 

@@ -99,6 +99,20 @@ class Settings(BaseSettings):
     access_log: bool = True
     shutdown_grace_s: PositiveFloat = Field(8.0, description="time in-flight requests get after SIGTERM")
 
+    # --- traces (docs/monitoring.md, "Traces")
+    trace_exporter: Literal["none", "gcp", "console"] = Field(
+        "none", description="none (no tracing at all), gcp (Cloud Trace) or console (spans as JSON lines on stdout)"
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the traces that start here; a caller's sampled flag decides for the others",
+    )
+    google_cloud_project: str | None = Field(
+        None, description="for log lines' trace field and Cloud Trace; else the metadata server's (on Cloud Run)"
+    )
+
     # --- the prediction log (docs/monitoring.md, "Prediction log"): unset PREDICTION_LOG_DIR = off, no cost
     prediction_log_dir: Path | None = Field(
         None, description="write a Parquet record per classified image under this folder (Cloud Run: a bucket mount)"
@@ -116,7 +130,7 @@ class Settings(BaseSettings):
         default_factory=list, description="with AUTH_AUDIENCE: only these verified token emails may call"
     )
 
-    @field_validator("auth_audience", "model_dir", "prediction_log_dir", mode="before")
+    @field_validator("auth_audience", "model_dir", "google_cloud_project", "prediction_log_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

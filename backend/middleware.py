@@ -15,6 +15,7 @@ from backend.auth import AuthUnavailable, GoogleIdTokenVerifier, InvalidToken, b
 from backend.errors import answer_for, error_response
 from backend.metrics import Metrics
 from backend.protocols import protocol_of
+from common.tracing import forget_cloud_trace, remember_cloud_trace
 
 logger = logging.getLogger("backend.access")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -31,10 +32,14 @@ class _RequestSeries(NamedTuple):
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, access_log: bool = True, cloud_trace_header: bool = False
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # Log lines take their trace from X-Cloud-Trace-Context (tracing off, on Cloud Run): common.tracing.
+        self.cloud_trace_header = cloud_trace_header
         # prometheus_client's labels() checks and looks up its labels under a lock on every call: half of this
         # middleware's cost per request (20 against 10 us, docs/profile.md). As bounded as prometheus_client's
         # own children: routes' templates (or "unmatched"), the methods httptools parses, statuses.
@@ -46,6 +51,7 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        cloud_trace = remember_cloud_trace(scope["headers"]) if self.cloud_trace_header else None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -70,6 +76,7 @@ class ObservabilityMiddleware:
             series.latency.observe(elapsed)
             if self.access_log:
                 self._log(scope, status, elapsed)
+            forget_cloud_trace(cloud_trace)
 
     def _series_for(self, template: str, method: str, status: int) -> _RequestSeries:
         key = (template, method, status)

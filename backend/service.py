@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from backend.batching import Batcher, BatchStats, QueueFull
+from backend.batching import Batcher, BatchStats, ImageTimes, QueueFull
 from backend.classifier import (
     BundleError,
     Classifier,
@@ -29,6 +29,9 @@ from backend.uploads import MemoryBudget, Upload
 
 if TYPE_CHECKING:
     from backend.predictions import PredictionLog
+
+if TYPE_CHECKING:
+    from backend.tracing import RequestTracing
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ class ModelService:
         self.admitted = 0
         self.capacity = settings.max_queue_size + settings.max_batch_size
         self.prediction_log: PredictionLog | None = None  # backend.predictions: None when PREDICTION_LOG_DIR is unset
+        self.tracing: RequestTracing | None = None  # backend.tracing: None when tracing is off
 
     def start(self) -> None:
         """Begin loading in the background: the server answers /health (and /ready with 503) meanwhile."""
@@ -219,7 +223,7 @@ class ModelService:
         self.admitted += len(uploads)
         try:
             prepared = await self._prepare_all(decoders, uploads)
-            rows = await batcher.submit([p.pixels for p in prepared])
+            rows = await self._submit(batcher, [p.pixels for p in prepared])
         except QueueFull:
             self.metrics.rejected.inc()
             raise
@@ -246,7 +250,7 @@ class ModelService:
         self.ensure_capacity(len(pixels))
         self.admitted += len(pixels)
         try:
-            rows = await batcher.submit(pixels)
+            rows = await self._submit(batcher, pixels)
         except QueueFull:
             self.metrics.rejected.inc()
             raise
@@ -259,11 +263,20 @@ class ModelService:
                 log.record(route, started, classifier, row, image=image, statistics=None, crop=crop)
         return rows
 
+    async def _submit(self, batcher: Batcher, pixels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.tracing is None:
+            return await batcher.submit(pixels)
+        times: list[ImageTimes] = []
+        rows = await batcher.submit(pixels, times)
+        self.tracing.record_batcher(times)  # queue wait and inference spans, per image
+        return rows
+
     async def _prepare_all(self, decoders: DecoderPool, uploads: Sequence[Upload]) -> list[PreparedImage]:
         """Decode every image of a request (in the decoder processes); the first failure stops the others."""
         owner = object()  # this request: the pool shares its decoders fairly between requests
         started = time.perf_counter()
-        tasks = [asyncio.ensure_future(decoders.prepare(upload.data, owner)) for upload in uploads]
+        prepare = decoders.prepare if self.tracing is None else self.tracing.decoding(decoders.prepare)
+        tasks = [asyncio.ensure_future(prepare(upload.data, owner)) for upload in uploads]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:

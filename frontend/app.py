@@ -279,6 +279,11 @@ def main() -> None:
         st.stop()
     configure_logging(settings.log_level)
     backend = get_backend(settings)
+    with backend.page_run():  # one trace per page run when tracing is on (frontend.tracing)
+        classify_page(settings, backend)
+
+
+def classify_page(settings: FrontendSettings, backend: Backend) -> None:
     status = backend.status()
     top_k = sidebar(status, settings)
 

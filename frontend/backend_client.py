@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 import urllib3.exceptions
@@ -42,6 +43,10 @@ from frontend.discovery import (
     LocationCache,
     MetadataUnreachable,
 )
+from frontend.tracing import page_run, tracing_for
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -191,8 +196,11 @@ class Backend:
         tokens: IdentityTokens | None = None,
         rediscover_min_interval_s: float = REDISCOVER_MIN_INTERVAL_S,
         failed_lookup_reuse_s: float = FAILED_LOOKUP_REUSE_S,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
+        # None unless TRACE_EXPORTER (or tracer_provider) says: then no span, no trace header (frontend.tracing).
+        self.tracing = tracing_for(settings, tracer_provider)
         self.locations = LocationCache(
             locator or BackendLocator(settings),
             rediscover_min_interval_s=rediscover_min_interval_s,
@@ -252,11 +260,26 @@ class Backend:
             )
         return _unreachable(location)
 
+    def page_run(self) -> contextlib.AbstractContextManager[object]:
+        """A span over one page run, parent of its requests' spans, when tracing is on; nothing when off."""
+        return page_run(self.tracing)
+
     def _send(self, location: BackendLocation, method: str, path: str, timeout: float, **kwargs: Any) -> Answer:
         """One request, answered within ``timeout`` seconds in all (headers and body), at most
         ``MAX_ANSWER_BYTES`` long; raise BackendError otherwise (requests.ConnectionError: nothing answers)."""
         # Our answers are small: no compression (a compressed answer could unpack to gigabytes).
-        request = requests.Request(method, location.url + path, headers={"Accept-Encoding": "identity"}, **kwargs)
+        headers = {"Accept-Encoding": "identity"}
+        if self.tracing is None:
+            return self._send_with(headers, location, method, path, timeout, **kwargs)
+        with self.tracing.client_span(method, location.url + path, headers) as span:  # adds traceparent
+            answer = self._send_with(headers, location, method, path, timeout, **kwargs)
+            self.tracing.answered(span, answer.status_code)
+            return answer
+
+    def _send_with(
+        self, headers: dict[str, str], location: BackendLocation, method: str, path: str, timeout: float, **kwargs: Any
+    ) -> Answer:
+        request = requests.Request(method, location.url + path, headers=headers, **kwargs)
         try:
             # The session's IdentityTokenAuth adds the token here, before the request's deadline starts.
             prepared = self.session.prepare_request(request)
@@ -472,6 +495,8 @@ class Backend:
 
         if len(images) <= 1:
             return [one(image) for image in images]
+        if self.tracing is not None:  # the pool's threads send within this thread's trace (the page run's)
+            one = self.tracing.in_current_context(one)  # type: ignore[assignment]
         with ThreadPoolExecutor(max_workers=min(self.settings.predict_concurrency, len(images))) as pool:
             return list(pool.map(one, images))
 

@@ -23,10 +23,12 @@ __all__ = [
     "ConfigError",
     "FrontendSettings",
     "LogLevel",
+    "TraceExporter",
 ]
 
 AuthMode = Literal["auto", "none", "id_token"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+TraceExporter = Literal["none", "gcp", "console"]
 
 DEFAULT_BACKEND_SERVICE = "classifier-backend"
 DEFAULT_REGION = "europe-west1"
@@ -114,6 +116,12 @@ class FrontendSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
     log_level: Annotated[LogLevel, _case_insensitive(get_args(LogLevel))] = "INFO"
+
+    # --- traces (docs/monitoring.md, "Traces"): the backend's settings of the same names
+    trace_exporter: Annotated[TraceExporter, _case_insensitive(get_args(TraceExporter))] = Field(
+        "none", description="none (no tracing, no trace headers sent), gcp (Cloud Trace) or console (stdout)"
+    )
+    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="share of page runs traced")
 
     # --- the Monitoring page (frontend/drift.py; docs/monitoring.md#drift)
     prediction_log_dir: str | None = Field(

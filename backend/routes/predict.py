@@ -8,9 +8,12 @@ import pydantic_core
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BeforeValidator
 
+from backend.classifier import Classifier
 from backend.deps import ServiceDep, SettingsDep
 from backend.errors import PREDICT_ERRORS
 from backend.schemas import PredictResponse
+from backend.service import ImageResult
+from backend.tracing import stage
 from backend.uploads import read_uploads
 
 router = APIRouter(tags=["predict"])
@@ -77,16 +80,22 @@ async def predict(
     length = request.headers.get("content-length")
     with service.uploads.lease() as lease:  # the body's memory, counted as it is read, given back at the end
         async with asyncio.timeout(settings.request_timeout_s):
-            uploads = await read_uploads(
-                request.headers.get("content-type"),
-                int(length) if length and length.isdigit() else None,
-                request.stream(),
-                lease,
-                max_files=settings.max_files,
-                max_image_bytes=settings.max_image_bytes,
-                max_request_bytes=settings.max_request_bytes,
-            )
+            with stage(service.tracing, "receive"):
+                uploads = await read_uploads(
+                    request.headers.get("content-type"),
+                    int(length) if length and length.isdigit() else None,
+                    request.stream(),
+                    lease,
+                    max_files=settings.max_files,
+                    max_image_bytes=settings.max_image_bytes,
+                    max_request_bytes=settings.max_request_bytes,
+                )
             results = await service.classify(uploads, k, "predict", started)
+    with stage(service.tracing, "respond"):
+        return _answer(classifier, results, started)
+
+
+def _answer(classifier: Classifier, results: list[ImageResult], started: float) -> Response:
     # PredictResponse's shape (response_model documents it; tests/backend/test_predict_answer.py holds us to
     # it), written straight to JSON by pydantic-core: building the models validated every field of our own
     # answer, and FastAPI then validated the model again before serializing it (docs/profile.md: the figures).
