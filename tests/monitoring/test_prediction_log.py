@@ -284,6 +284,7 @@ def test_a_slow_sink_drops_and_counts_while_clients_keep_being_served(
             started = time.perf_counter()
             assert client.post("/predict", content=cat, headers={"content-type": "image/jpeg"}).status_code == 200
             out.append(time.perf_counter() - started)
+            assert out[-1] < 5, out  # a request waiting for the sink would wait for the hung write (20 s)
         return out
 
     before = latencies(10)  # the sink is fine: written
@@ -296,7 +297,7 @@ def test_a_slow_sink_drops_and_counts_while_clients_keep_being_served(
 
     def write(table: Any, day: str) -> None:
         entered.set()
-        hung.wait(60)
+        hung.wait(20)
         real_write(table, day)
 
     log._write_file = write
@@ -306,9 +307,8 @@ def test_a_slow_sink_drops_and_counts_while_clients_keep_being_served(
         during += latencies(30)
         assert metric(client, 'prediction_log_dropped_total{reason="queue_full"}') >= 30 - 4
         assert log._queue.qsize() <= 4
-        # Served as before (generous bounds: a busy CI machine; a request blocked on the sink would take 60 s)
+        # Served as before (generous bounds: a busy CI machine; a request blocked on the sink would take 20 s)
         assert statistics.median(during) < 3 * statistics.median(before) + 0.1
-        assert max(during) < 5
     finally:
         hung.set()
 
