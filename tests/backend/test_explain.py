@@ -30,6 +30,7 @@ from backend.saliency import (
     heatmap_size,
     occlusion,
 )
+from bench.explain import Kind, table
 from tests.backend.conftest import assert_error
 from tests.helpers import CAT, COFFEE, ROOT, SKIMAGE_DATA, jpeg_bytes
 from tests.hostile.corpus import Case, build_corpus
@@ -390,3 +391,14 @@ def test_the_crop_box_of_a_landscape_photo() -> None:
     box = crop_box(Preprocessing(), 451, 300)
     expected = (80 * 451 / 384, 16 * 300 / 256, 304 * 451 / 384, 240 * 300 / 256)
     assert (box.left, box.top, box.right, box.bottom) == pytest.approx(expected)
+
+
+# --- the cost measurement (python -m bench.explain)
+
+
+def test_the_benchmark_table_compares_each_explanation_with_predict() -> None:
+    predict = Kind("predict", "/predict", 2, latencies_ms=[10.0, 30.0], cpu_s=0.04, count=2)
+    grid7 = Kind("explain grid=7", "/explain?grid=7", 1, latencies_ms=[400.0], cpu_s=0.6, count=1)
+    rows = table([predict, grid7]).splitlines()
+    assert rows[2] == "| `/predict` | 1 | 2 | 20 ms | 30 ms | 20 ms | 1.0x |"
+    assert rows[3] == "| `/explain?grid=7` | 50 | 1 | 400 ms | 400 ms | 600 ms | 30.0x |"
