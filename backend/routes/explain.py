@@ -2,7 +2,7 @@
 
 The method and the heat map are ``backend.saliency``'s; this is the HTTP side: the same body forms and
 limits as /predict (one image), the same admission control (an explanation counts as the many images it
-runs, ``EXPLAIN_CHUNK`` at a time at most), the same request timeout and error answers.
+runs, ``MAX_FILES`` at a time at most), the same request timeout and error answers.
 """
 
 from __future__ import annotations
