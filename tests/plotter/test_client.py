@@ -151,13 +151,14 @@ def test_a_chart_from_the_real_service_found_through_the_cloud_run_admin_api(
             client.close()
 
 
-def test_a_missing_plotter_service_is_a_short_failure(frontend_env: None, results: list[Classification]) -> None:
+def test_a_missing_plotter_service_is_reported_as_not_found(frontend_env: None, results: list[Classification]) -> None:
     with running(fake_cloud_run_api(CloudRunState())) as api:
         configured = settings(
             plotter_service="classifier-plotter",
             google_cloud_project=PROJECT,
             google_cloud_region=REGION,
             cloud_run_api_endpoint=api.url,
+            plotter_timeout_s=10,  # the kind of failure is the point here, not its time (a busy machine)
         )
         locator = BackendLocator(
             plotter_client._lookup_settings(configured),
