@@ -4,6 +4,7 @@ expander with one, and a slow or broken plotter costing a page run PLOTTER_TIMEO
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterator
 
@@ -59,6 +60,17 @@ def captions(at: AppTest) -> list[str]:
     return [str(c.value) for c in at.caption]
 
 
+def slow_caption(at: AppTest) -> bool:
+    """The one caption a slow plotter gets: the page stopped waiting, or the request's own deadline passed
+    (both are 1 s here, so either may come first)."""
+    said = [caption for caption in captions(at) if caption.startswith("No chart")]
+    return (
+        len(said) == 1
+        and re.fullmatch(r"No chart this time: The (chart did not come|plotter did not answer) within 1 s\.", said[0])
+        is not None
+    )
+
+
 def png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), "white").save(buffer, "PNG")
@@ -104,14 +116,12 @@ def test_a_slow_plotter_costs_a_page_run_its_budget_once_and_the_page_still_rend
         run(page)  # the first run starts the previewer's processes: not what is measured
         waited = pick_cat(page)
         assert any(s.value.startswith("Most likely:") for s in page.subheader)  # the results are there
-        assert "No chart this time: The chart did not come within 1 s." in captions(page)
+        assert slow_caption(page)
         # the budget (1 s) and the page's own work (a fake backend: milliseconds; more on a busy machine), far
         # from the plotter's 30 s
         assert 1.0 <= waited < 8.0, waited
-        started = time.monotonic()
-        run(page)  # the next run does not wait again
-        again = time.monotonic() - started
-        assert again < waited - 0.8, (waited, again)
+        run(page)  # the next run does not ask (nor wait) again: the client leaves the plotter alone for a while
+        assert slow_caption(page)
         assert len(plotter.requests) == 1
 
 
