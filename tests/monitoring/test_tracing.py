@@ -384,3 +384,25 @@ def test_the_frontend_sends_trace_headers_only_with_tracing(provider: TracerProv
     assert len(sent) == 8  # /ready, /model, two /predict: without, then with tracing
     assert not [names for names in sent[:4] if names & {"traceparent", "tracestate", "x-cloud-trace-context"}]
     assert all({"traceparent", "x-cloud-trace-context"} <= names for names in sent[4:])
+
+
+def test_trace_exporter_console_writes_sampled_spans_as_json_lines(
+    make_client: Callable[..., TestClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings' own provider: TRACE_EXPORTER=console, parent-based TRACE_SAMPLE_RATIO=0 (only what a
+    caller sampled is kept), spans exported in batches and flushed when the app stops."""
+    client = make_client(trace_exporter="console", trace_sample_ratio=0.0)
+    capsys.readouterr()
+    assert post_image(client).status_code == 200  # starts here: ratio 0, not sampled
+    assert post_image(client, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"}).status_code == 200
+    client.__exit__(None, None, None)  # the lifespan's end shuts the provider down: its queue is exported
+    spans = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"name"')]
+    assert sorted(span["name"] for span in spans) == sorted(["POST /predict", *STAGES])
+    assert {span["context"]["trace_id"] for span in spans} == {f"0x{TRACE_ID}"}
+
+
+def test_the_frontend_traces_from_its_settings() -> None:
+    assert Backend(FrontendSettings(backend_url="http://127.0.0.1:1")).tracing is None
+    traced = Backend(FrontendSettings(backend_url="http://127.0.0.1:1", trace_exporter="console"))
+    assert traced.tracing is not None
+    traced.tracing.close()
