@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from backend.batching import ImageTimes
-from backend.classifier._pool import Buffer
+from backend.classifier import Buffer
 from backend.config import Settings
 
 if TYPE_CHECKING:

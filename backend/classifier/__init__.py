@@ -25,13 +25,14 @@ from ._errors import (
 from ._export import BundleError, export_bundle, read_bundle
 from ._images import SUPPORTED_FORMATS, ImageLimits
 from ._model import EMBEDDED_MODEL, ModelInfo, ModelSpec
-from ._pool import DecoderBusy, DecoderClosed, DecoderPool, DecoderSettings
+from ._pool import Buffer, DecoderBusy, DecoderClosed, DecoderPool, DecoderSettings
 from ._preprocess import Preprocessing
 from ._runtimes import Precision, RuntimeName, default_threads
 
 __all__ = [
     "EMBEDDED_MODEL",
     "SUPPORTED_FORMATS",
+    "Buffer",
     "BundleError",
     "Classifier",
     "ClassifierError",
