@@ -9,6 +9,7 @@ the inference threads included, the decoder processes not) per request. Record t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -91,9 +92,12 @@ async def measure(path: str, requests: int, rounds: int) -> dict[str, dict[str, 
 
 
 def main(argv: Sequence[str] = sys.argv[1:]) -> None:
-    path = argv[0] if argv else "/predict"
-    requests = int(argv[1]) if len(argv) > 1 else 150
-    rounds = int(argv[2]) if len(argv) > 2 else 8
+    parser = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default="/predict", choices=["/predict", "/model"])
+    parser.add_argument("requests", nargs="?", type=int, default=150, help="requests per round (150)")
+    parser.add_argument("rounds", nargs="?", type=int, default=8, help="interleaved rounds (8)")
+    args = parser.parse_args(argv)
+    path, requests, rounds = args.path, args.requests, args.rounds
     access = logging.getLogger("backend.access")
     access.handlers[:] = [_FormatOnly()]
     access.setLevel(logging.INFO)
