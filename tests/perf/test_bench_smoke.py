@@ -199,7 +199,7 @@ def test_a_very_short_benchmark_writes_every_section(model_cache: Path, tmp_path
     assert "| `torchserve` |" in text
     assert results["batch"]["images"] >= 300  # the batch job, one task (bench/batch.py)
     assert results["batch"]["errors"] == 0
-    assert len(results["targets"]) == 9
+    assert len(results["targets"]) == 10  # with the prediction log on vs off
     assert [t["met"] for t in results["targets"]] == _verdicts_from_figures(results)
 
     assert "verdict" in done.stdout  # the tables are printed too
