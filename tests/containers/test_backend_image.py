@@ -28,8 +28,9 @@ pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)
 
 # What the image's size may grow to before someone should look at why (torch alone would be ~700 MB). Measured
 # at 551 MB with OpenVINO and ONNX Runtime; the batch job's pyarrow (109 MB as the image keeps it) and OpenVINO's
-# compiled-model cache (18 MB) made it about 680 MB.
-BACKEND_SIZE_BUDGET_MB = 700
+# compiled-model cache (18 MB) made it about 680 MB; OpenTelemetry with the Cloud Trace exporter's gRPC client
+# (grpcio, protobuf, google-api-core: docs/monitoring.md, Traces) 712 MB.
+BACKEND_SIZE_BUDGET_MB = 730
 
 
 def top_label(body: dict[str, object], index: int = 0) -> str:
