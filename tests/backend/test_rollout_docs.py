@@ -19,19 +19,7 @@ SECTION = "## Ship a new model version"
 
 def section_commands() -> tuple[str, list[str]]:
     """The README's variable assignments (all of them: the section uses step 1's) and the section's gcloud lines."""
-    text = README.read_text()
-    start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    preamble, _ = cloudbuild.documented_commands()
-    commands: list[str] = []
-    for block in cloudbuild.SHELL_BLOCK.findall(text[start:end]):
-        for raw in block.replace("\\\n", " ").splitlines():
-            line = raw.strip()
-            if cloudbuild.ASSIGNMENT.match(line):
-                preamble += "\n" + line
-            elif line.startswith("gcloud "):
-                commands.append(line)
-    return preamble, commands
+    return cloudbuild.section_commands(cloudbuild.doc_section(README, SECTION))
 
 
 @pytest.fixture(scope="module")

@@ -177,6 +177,29 @@ def documented_commands() -> tuple[str, list[str]]:
     return "\n".join(dict.fromkeys(assignments)), list(dict.fromkeys(commands))
 
 
+def doc_section(doc: Path, heading: str) -> str:
+    """The Markdown section of ``doc`` that starts at ``heading``, up to the next ``## `` heading."""
+    text = doc.read_text()
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end != -1 else None]
+
+
+def section_commands(section: str) -> tuple[str, list[str]]:
+    """The deploy docs' variable assignments (``documented_commands``), the section's own, and the section's
+    gcloud lines, without their trailing ``  # comments``."""
+    preamble, _ = documented_commands()
+    commands: list[str] = []
+    for block in SHELL_BLOCK.findall(section):
+        for raw in block.replace("\\\n", " ").splitlines():
+            line = raw.split("  #")[0].strip()
+            if ASSIGNMENT.match(line):
+                preamble += "\n" + line
+            elif line.startswith("gcloud "):
+                commands.append(line)
+    return preamble, commands
+
+
 def sample_preamble(preamble: str) -> str:
     """The docs' own variables; those computed by a command (`git rev-parse`, ...) get a sample value."""
     return "\n".join(

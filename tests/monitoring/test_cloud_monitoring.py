@@ -526,10 +526,7 @@ def test_the_documented_rest_calls_create_the_service_and_its_slos() -> None:
 
 
 def _section() -> str:
-    text = DOC.read_text()
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    return text[start : end if end != -1 else len(text)]
+    return cloudbuild.doc_section(DOC, SECTION)
 
 
 def _shell_lines() -> list[str]:

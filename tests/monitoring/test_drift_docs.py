@@ -19,19 +19,7 @@ SECTION = "## Drift"
 
 def section_commands() -> tuple[str, list[str]]:
     """The README's variable assignments, the section's own, and the section's gcloud lines."""
-    text = DOCS.read_text()
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    preamble, _ = cloudbuild.documented_commands()
-    commands: list[str] = []
-    for block in cloudbuild.SHELL_BLOCK.findall(text[start : end if end > 0 else None]):
-        for raw in block.replace("\\\n", " ").splitlines():
-            line = raw.split("  #")[0].strip()
-            if cloudbuild.ASSIGNMENT.match(line):
-                preamble += "\n" + line
-            elif line.startswith("gcloud "):
-                commands.append(line)
-    return preamble, commands
+    return cloudbuild.section_commands(cloudbuild.doc_section(DOCS, SECTION))
 
 
 def flags(command: str) -> list[str]:

@@ -20,24 +20,12 @@ SECTION = "## Prediction log"
 
 
 def section() -> str:
-    text = DOCS.read_text()
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    return text[start : end if end > 0 else None]
+    return cloudbuild.doc_section(DOCS, SECTION)
 
 
 def section_commands() -> tuple[str, list[str]]:
     """The README's variable assignments, the section's own, and the section's gcloud lines."""
-    preamble, _ = cloudbuild.documented_commands()
-    commands: list[str] = []
-    for block in cloudbuild.SHELL_BLOCK.findall(section()):
-        for raw in block.replace("\\\n", " ").splitlines():
-            line = raw.split("  #")[0].strip()
-            if cloudbuild.ASSIGNMENT.match(line):
-                preamble += "\n" + line
-            elif line.startswith("gcloud "):
-                commands.append(line)
-    return preamble, commands
+    return cloudbuild.section_commands(section())
 
 
 def table_rows(heading: str) -> list[list[str]]:
